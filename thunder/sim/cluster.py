@@ -1,0 +1,271 @@
+"""SimCluster: the mechanism that runs a policy against simulated replicas.
+
+It owns the mutable truth about every program, builds the read-only
+``ClusterView`` a policy sees, applies the decisions it returns (the contract
+in ``thunder.cluster``), and records every step and decision for the metrics.
+Nothing here decides: routing, pausing and restoring come from the policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable
+
+import simpy
+
+from thunder.cluster import (TICK, BackendView, ClusterView, Decision, Dispatch, Pause, Pin, Restore,
+                             Trigger, TriggerKind)
+from thunder.policies.base import Policy
+from thunder.program import Phase, Program, Status
+from thunder.sim.engine import Replica, Request
+from thunder.trace import TraceProgram
+
+
+class SimulationError(RuntimeError):
+    """The run cannot go on as configured (e.g. a request larger than a replica)."""
+
+
+@dataclass(slots=True, eq=False)
+class SimProgram:
+    """Mechanism-side state of one program (mutable; never shown to a policy)."""
+
+    trace: TraceProgram
+    program_id: str
+    arrived_s: float
+    step_index: int = 0
+    epoch: int = 0
+    computed_high: int = 0  # tokens of the current epoch whose KV was computed before
+    held: bool = False  # its ready request is held at the proxy
+    request_done: simpy.Event | None = None
+    ready_s: float = 0.0
+    pinned_on: int | None = None
+    last_backend: int | None = None
+    started_s: float | None = None
+    pauses: int = 0
+    restores: int = 0
+    migrations: int = 0
+    queue_s: float = 0.0
+    paused_at_s: float | None = None
+
+
+@dataclass(slots=True)
+class RunRecords:
+    """Rows for the result tables; column names are shared with the live runtime."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    programs: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[tuple[float, str, str, int | None, str]] = field(default_factory=list)
+    timeseries: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SimCluster:
+    def __init__(self, env: simpy.Environment, replicas: list[Replica], policy: Policy,
+                 on_program_end: Callable[[SimProgram], None] | None = None) -> None:
+        self.env = env
+        self.replicas = replicas
+        self.policy = policy
+        self.programs: dict[str, SimProgram] = {}
+        self.views: dict[str, Program] = {}
+        self._readonly_views = MappingProxyType(self.views)
+        self.records = RunRecords()
+        self.on_program_end = on_program_end
+        self.max_request_tokens = min(r.spec.capacity_tokens for r in replicas)
+        self.control_steps = 0
+
+    # -- snapshot ----------------------------------------------------------------
+
+    def snapshot(self) -> ClusterView:
+        backends = tuple(
+            BackendView(backend_id=r.backend_id, capacity_tokens=r.spec.capacity_tokens,
+                        running_tokens=r.running_tokens, running_requests=len(r.running),
+                        waiting_requests=len(r.waiting))
+            for r in self.replicas)
+        # The mapping is read-only and valid for the duration of one policy call.
+        return ClusterView(now_s=self.env.now, backends=backends, programs=self._readonly_views)
+
+    def _update(self, program_id: str, **changes: Any) -> Program:
+        view = dataclasses.replace(self.views[program_id], **changes)
+        self.views[program_id] = view
+        return view
+
+    # -- lifecycle events (called by the agent processes and the engines) -------
+
+    def arrive(self, trace: TraceProgram) -> SimProgram:
+        now = self.env.now
+        program = SimProgram(trace=trace, program_id=trace.program_id, arrived_s=now)
+        self.programs[program.program_id] = program
+        self.views[program.program_id] = Program(
+            program_id=program.program_id, context_tokens=trace.steps[0].prompt_tokens,
+            phase=Phase.REASONING, status=Status.PAUSED, backend=None, phase_since_s=now,
+            arrived_s=now, steps_done=0, waiting=False,
+            shared_prefix_id=trace.shared_prefix_id, shared_prefix_tokens=trace.shared_prefix_tokens,
+            paused_since_s=now)
+        return program
+
+    def request_ready(self, program: SimProgram) -> simpy.Event:
+        """The program's next LLM call is ready; returns the event of its completion."""
+        now = self.env.now
+        step = program.trace.steps[program.step_index]
+        largest = step.prompt_tokens + max(step.output_tokens, 1)
+        if largest > self.max_request_tokens:
+            raise SimulationError(
+                f"program {program.program_id} step {program.step_index}: {largest} tokens exceed a "
+                f"replica's KV capacity of {self.max_request_tokens} tokens (scale the trace's tokens "
+                "or choose a larger preset)")
+        if step.context_reset:
+            program.epoch += 1
+            program.computed_high = 0
+        program.ready_s = now
+        program.request_done = self.env.event()
+        view = self._update(program.program_id, phase=Phase.REASONING, phase_since_s=now, waiting=True,
+                            context_tokens=step.prompt_tokens)
+        route = self.policy.route(self.snapshot(), view)
+        if isinstance(route, Dispatch):
+            self._activate(program, route.backend)
+            self._dispatch(program, route.backend, route.priority)
+        else:
+            program.held = True
+            if view.status is Status.ACTIVE:
+                self._pause(program, reason=route.reason or "held")
+        kind = TriggerKind.ARRIVAL if program.step_index == 0 else TriggerKind.TOOL_DONE
+        self.control(Trigger(kind, program.program_id))
+        return program.request_done
+
+    def _on_request_done(self, program: SimProgram, request: Request) -> None:
+        now = self.env.now
+        step = program.trace.steps[program.step_index]
+        program.computed_high = max(program.computed_high, request.computed)
+        self._record_step(program, request, step.tool, step.tool_s)
+        program.step_index += 1
+        last = program.step_index >= len(program.trace.steps)
+        view = self.views[program.program_id]
+        context = request.prompt_tokens + request.output_tokens
+        view = self._update(program.program_id, phase=Phase.ACTING, phase_since_s=now, waiting=False,
+                            steps_done=program.step_index, context_tokens=context, tool=step.tool)
+        if view.marked_for_pause and not last:
+            self._pause(program, reason="marked")
+        event = program.request_done
+        assert event is not None
+        if last:
+            self._terminate(program)
+            self.control(Trigger(TriggerKind.RELEASE, program.program_id))
+        else:
+            self.control(Trigger(TriggerKind.REQUEST_DONE, program.program_id))
+        event.succeed()
+
+    def _terminate(self, program: SimProgram) -> None:
+        del self.views[program.program_id]
+        del self.programs[program.program_id]
+        self.records.programs.append({
+            "program_id": program.program_id, "arrived_s": program.arrived_s, "started_s": program.started_s,
+            "finished_s": self.env.now, "steps": program.step_index, "pauses": program.pauses,
+            "restores": program.restores, "migrations": program.migrations, "queue_s": program.queue_s,
+            "last_backend": program.last_backend,
+        })
+        if self.on_program_end is not None:
+            self.on_program_end(program)
+
+    # -- control: the policy decides, we apply ------------------------------------
+
+    def tick(self) -> None:
+        self.control(TICK)
+
+    def control(self, trigger: Trigger) -> list[Decision]:
+        self.control_steps += 1
+        decisions = list(self.policy.decide(self.snapshot(), trigger))
+        for decision in decisions:
+            self.apply(decision)
+        return decisions
+
+    def apply(self, decision: Decision) -> None:
+        program = self.programs.get(decision.program_id)
+        if program is None:
+            return  # finished in the meantime
+        view = self.views[program.program_id]
+        if isinstance(decision, Pause):
+            if view.status is not Status.ACTIVE:
+                return
+            if view.phase is Phase.REASONING and not program.held:
+                self._update(program.program_id, marked_for_pause=True)
+                self._log("mark", program.program_id, view.backend)
+            else:
+                self._pause(program, reason="policy")
+        elif isinstance(decision, Restore):
+            if view.status is not Status.PAUSED:
+                return
+            self._activate(program, decision.backend)
+            self._log("restore", program.program_id, decision.backend)
+            if program.held:
+                self._dispatch(program, decision.backend, None)
+        elif isinstance(decision, Pin):
+            backend = view.backend if view.backend is not None else program.last_backend
+            if backend is not None:
+                self.replicas[backend].pin(self._program_key(program), decision.until_s)
+                program.pinned_on = backend
+                self._log("pin", program.program_id, backend)
+
+    def _pause(self, program: SimProgram, reason: str) -> None:
+        view = self.views[program.program_id]
+        self._update(program.program_id, status=Status.PAUSED, backend=None, marked_for_pause=False,
+                     paused_since_s=self.env.now)
+        program.pauses += 1
+        program.paused_at_s = self.env.now
+        self._log("pause", program.program_id, view.backend, reason)
+
+    def _activate(self, program: SimProgram, backend: int) -> None:
+        view = self.views[program.program_id]
+        if view.status is Status.PAUSED and not view.is_new:
+            program.restores += 1
+            if program.last_backend is not None and backend != program.last_backend:
+                program.migrations += 1
+                self._log("migrate", program.program_id, backend)
+        if program.paused_at_s is not None and view.status is Status.PAUSED:
+            program.paused_at_s = None
+        self._update(program.program_id, status=Status.ACTIVE, backend=backend, paused_since_s=None)
+
+    def _dispatch(self, program: SimProgram, backend: int, priority: float | None) -> None:
+        now = self.env.now
+        step = program.trace.steps[program.step_index]
+        trace = program.trace
+        replica = self.replicas[backend]
+        shared_blocks = trace.shared_prefix_tokens // replica.block_size if trace.shared_prefix_id else 0
+        if program.pinned_on is not None:
+            self.replicas[program.pinned_on].cache.unpin(self._program_key(program))
+            program.pinned_on = None
+        request = Request(
+            program_id=program.program_id, step_index=program.step_index,
+            prompt_tokens=step.prompt_tokens, output_tokens=max(step.output_tokens, 1),
+            program_key=self._program_key(program),
+            shared_key=("s", trace.shared_prefix_id) if shared_blocks else None,
+            shared_blocks=shared_blocks, prior_tokens=min(program.computed_high, step.prompt_tokens),
+            priority=priority if priority is not None else 0.0,
+            on_done=lambda r, p=program: self._on_request_done(p, r))
+        program.queue_s += now - program.ready_s
+        program.held = False
+        program.last_backend = backend
+        if program.started_s is None:
+            program.started_s = now
+        self._update(program.program_id, waiting=False)
+        replica.submit(request)
+
+    @staticmethod
+    def _program_key(program: SimProgram) -> tuple:
+        return ("p", program.program_id, program.epoch)
+
+    # -- records ----------------------------------------------------------------------
+
+    def _log(self, action: str, program_id: str, backend: int | None, reason: str = "") -> None:
+        self.records.decisions.append((self.env.now, action, program_id, backend, reason))
+
+    def _record_step(self, program: SimProgram, request: Request, tool: str | None,
+                     tool_s: float | None) -> None:
+        self.records.steps.append({
+            "program_id": program.program_id, "step": request.step_index, "backend": program.last_backend,
+            "ready_s": program.ready_s, "dispatched_s": request.submitted_s, "admitted_s": request.admitted_s,
+            "first_token_s": request.first_token_s, "done_s": request.done_s,
+            "prompt_tokens": request.prompt_tokens, "cached_tokens": request.hit_tokens or 0,
+            "recompute_tokens": request.recompute_tokens, "output_tokens": request.output_tokens,
+            "preemptions": request.preemptions, "tool": tool, "tool_s": tool_s,
+        })

@@ -1,0 +1,263 @@
+"""Step-time model and hardware/model presets for the simulated vLLM replica.
+
+One engine step runs a batch: ``prefill_tokens`` new prompt tokens (chunks)
+plus ``decode_seqs`` sequences generating one token each, reading
+``context_tokens`` of KV. Its duration is
+
+    overhead_s
+    + per_prefill_token_s * prefill_tokens + per_decode_seq_s * decode_seqs
+    + per_context_token_s * context_tokens                      (linear part)
+    + max(compute_s, memory_s)                                   (roofline part)
+
+``compute_s`` = (2 * active params * batch tokens + attention FLOPs) / usable FLOP/s,
+``memory_s`` = (weight bytes read + KV bytes read) / usable bytes/s. GPU
+presets use the roofline part with stated efficiencies; the tiny CPU preset
+(and every calibrated profile) uses the linear part, fitted to measurements.
+KV capacity follows from memory left after weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    total_params: float
+    active_params: float
+    layers: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    weight_bytes_per_param: float
+    kv_bytes_per_element: float = 2.0
+    routed_expert_params: float = 0.0  # MoE: params in routed experts (all layers)
+    experts: int = 0
+    experts_per_token: int = 0
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes_per_element
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.total_params * self.weight_bytes_per_param
+
+    def weight_bytes_read(self, batch_tokens: float) -> float:
+        """Bytes of weights one step streams: for MoE only the experts the batch touches."""
+        if self.experts == 0 or batch_tokens <= 0:
+            return self.weight_bytes
+        dense = (self.total_params - self.routed_expert_params) * self.weight_bytes_per_param
+        touched = 1.0 - (1.0 - self.experts_per_token / self.experts) ** batch_tokens
+        return dense + self.routed_expert_params * self.weight_bytes_per_param * touched
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    name: str
+    count: int
+    memory_bytes_each: float
+    peak_flops_each: float
+    hbm_bytes_per_s_each: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeModel:
+    """Duration of one engine step; see the module docstring for the formula."""
+
+    overhead_s: float = 0.0
+    per_prefill_token_s: float = 0.0
+    per_decode_seq_s: float = 0.0
+    per_context_token_s: float = 0.0
+    flops_per_s: float = 0.0  # usable (peak x efficiency); 0 disables the roofline part
+    bytes_per_s: float = 0.0
+    model: ModelSpec | None = None
+
+    def _attention_flops(self, query_tokens: float, key_tokens: float) -> float:
+        m = self.model
+        assert m is not None
+        return 4.0 * m.layers * m.attention_heads * m.head_dim * query_tokens * key_tokens
+
+    def step_s(self, prefill_tokens: int, prefill_attention_pairs: float, decode_seqs: int,
+               context_tokens: int) -> float:
+        """``prefill_attention_pairs`` = sum over chunks of n * (offset + n/2)."""
+        t = (self.overhead_s + self.per_prefill_token_s * prefill_tokens
+             + self.per_decode_seq_s * decode_seqs + self.per_context_token_s * context_tokens)
+        if self.flops_per_s and self.model is not None:
+            batch = prefill_tokens + decode_seqs
+            flops = (2.0 * self.model.active_params * batch
+                     + self._attention_flops(1.0, prefill_attention_pairs + context_tokens))
+            memory = self.model.weight_bytes_read(batch) + self.model.kv_bytes_per_token * (
+                context_tokens + prefill_tokens)
+            t += max(flops / self.flops_per_s, memory / self.bytes_per_s)
+        return t
+
+    def decode_run_s(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
+        """Durations of ``steps`` pure-decode steps; the context grows by ``decode_seqs`` each."""
+        context = context_tokens + decode_seqs * np.arange(steps, dtype=np.float64)
+        t = (self.overhead_s + self.per_decode_seq_s * decode_seqs) + self.per_context_token_s * context
+        if self.flops_per_s and self.model is not None:
+            m = self.model
+            flops = 2.0 * m.active_params * decode_seqs + self._attention_flops(1.0, 1.0) * context
+            memory = m.weight_bytes_read(decode_seqs) + m.kv_bytes_per_token * context
+            t = t + np.maximum(flops / self.flops_per_s, memory / self.bytes_per_s)
+        return t
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """A replica: KV geometry, scheduler limits, step-time model, and sources."""
+
+    name: str
+    num_blocks: int
+    block_size: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    step_time: StepTimeModel
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    def with_blocks(self, num_blocks: int) -> "EngineSpec":
+        return EngineSpec(self.name, num_blocks, self.block_size, self.max_num_seqs,
+                          self.max_num_batched_tokens, self.step_time, self.sources)
+
+
+def kv_blocks_after_weights(gpu: GpuSpec, model: ModelSpec, block_size: int,
+                            memory_utilization: float, reserve_bytes_each: float) -> int:
+    """KV blocks that fit in what vLLM leaves after weights and activations."""
+    usable = gpu.count * (gpu.memory_bytes_each * memory_utilization - reserve_bytes_each)
+    free = usable - model.weight_bytes
+    if free <= 0:
+        raise ValueError(f"{model.name} does not fit on {gpu.count}x {gpu.name}")
+    return int(free // (model.kv_bytes_per_token * block_size))
+
+
+H100_SXM = dict(
+    memory_bytes_each=80 * GIB,  # H100 SXM5 80 GB HBM3 (NVIDIA H100 datasheet)
+    hbm_bytes_per_s_each=3.35e12,  # datasheet: 3.35 TB/s
+)
+# Efficiencies are assumptions, not measurements: typical achieved fractions of
+# peak for large GEMMs (~50%) and for weight/KV streaming (~70%) in vLLM.
+MFU = 0.5
+MBU = 0.7
+
+
+def _gpu_preset(name: str, gpu: GpuSpec, model: ModelSpec, overhead_s: float,
+                sources: dict[str, str]) -> EngineSpec:
+    block_size = 16  # vLLM's default block size on CUDA
+    blocks = kv_blocks_after_weights(gpu, model, block_size, memory_utilization=0.9,
+                                     reserve_bytes_each=4 * GIB)
+    step = StepTimeModel(overhead_s=overhead_s,
+                         flops_per_s=gpu.count * gpu.peak_flops_each * MFU,
+                         bytes_per_s=gpu.count * gpu.hbm_bytes_per_s_each * MBU, model=model)
+    return EngineSpec(name=name, num_blocks=blocks, block_size=block_size, max_num_seqs=256,
+                      max_num_batched_tokens=8192, step_time=step, sources=sources)
+
+
+GLM_46_FP8 = ModelSpec(
+    name="GLM-4.6-FP8", total_params=355e9, active_params=32e9, layers=92,
+    attention_heads=96, kv_heads=8, head_dim=128, weight_bytes_per_param=1.0,
+    kv_bytes_per_element=2.0, routed_expert_params=336e9, experts=160, experts_per_token=8)
+
+LLAMA_31_8B = ModelSpec(
+    name="Llama-3.1-8B", total_params=8.03e9, active_params=8.03e9, layers=32,
+    attention_heads=32, kv_heads=8, head_dim=128, weight_bytes_per_param=2.0)
+
+TINY_CPU = ModelSpec(
+    name="tiny-llama-cpu", total_params=0.0011e9, active_params=0.0011e9, layers=2,
+    attention_heads=4, kv_heads=4, head_dim=32, weight_bytes_per_param=2.0)
+
+_COMMON_SOURCES = {
+    "gpu": "NVIDIA H100 SXM5 datasheet: 80 GB HBM3, 3.35 TB/s, 989 TFLOP/s dense BF16, 1979 dense FP8",
+    "efficiency": f"assumed MFU {MFU}, MBU {MBU} (typical achieved fractions; not measured here)",
+    "memory": "gpu_memory_utilization 0.9 (vLLM default), 4 GiB per GPU reserved for activations and graphs (assumed)",
+    "block_size": "16 (vLLM default on CUDA); max_num_seqs 256, max_num_batched_tokens 8192 (vLLM v1 defaults)",
+}
+
+
+def _paper_preset() -> EngineSpec:
+    gpu = GpuSpec("H100-SXM", 8, peak_flops_each=1979e12, **H100_SXM)
+    return _gpu_preset("paper-8xh100-glm46", gpu, GLM_46_FP8, overhead_s=0.004, sources={
+        **_COMMON_SOURCES,
+        "model": "GLM-4.6 config.json: 92 layers, 96 heads, 8 KV heads, head_dim 128; 355B total / 32B "
+                 "active params, 160 routed experts (8 per token), FP8 weights; KV in BF16 (vLLM default dtype)",
+        "setup": "the paper's main setup: GLM-4.6-FP8, TP8 on one 8xH100 node (section 5.1)",
+        "overhead": "4 ms per step for TP8 scheduling + all-reduce (assumed)",
+    })
+
+
+def _h100_8b_preset() -> EngineSpec:
+    gpu = GpuSpec("H100-SXM", 1, peak_flops_each=989e12, **H100_SXM)
+    return _gpu_preset("h100-llama8b", gpu, LLAMA_31_8B, overhead_s=0.0015, sources={
+        **_COMMON_SOURCES,
+        "model": "Llama-3.1-8B config.json: 32 layers, 32 heads, 8 KV heads, head_dim 128, BF16",
+        "overhead": "1.5 ms per step scheduling/launch with CUDA graphs (assumed)",
+    })
+
+
+def _tiny_cpu_preset() -> EngineSpec:
+    # 16 MiB of KV at 1 KiB/token = 16,384 tokens = 512 blocks of 32.
+    step = StepTimeModel(overhead_s=1.8e-3, per_decode_seq_s=7.0e-5, per_prefill_token_s=2.5e-5,
+                         model=TINY_CPU)
+    return EngineSpec(name="tiny-cpu", num_blocks=512, block_size=32, max_num_seqs=256,
+                      max_num_batched_tokens=4096, step_time=step, sources={
+        "model": "Llama config: hidden 128, 2 layers, 4 heads, head_dim 32 -> 1 KiB KV per token (BF16)",
+        "kv": "--kv-cache-memory-bytes 16 MiB -> 16,384 tokens, --block-size 32",
+        "decode": "measured vLLM 0.32 CPU build, 2 cores, eager: 535 tok/s at 1 seq, 3.5k at 8, 7.9k at 32 "
+                  "-> about 1.8 ms per step + 0.07 ms per sequence",
+        "prefill": "measured 22-55k prompt tok/s -> 25 us per prefill token (middle of the range)",
+        "max_num_batched_tokens": "4096 (assumed; calibrate to replace)",
+    })
+
+
+PRESETS = {
+    "paper-8xh100-glm46": _paper_preset,
+    "h100-llama8b": _h100_8b_preset,
+    "tiny-cpu": _tiny_cpu_preset,
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def load_engine_spec(name_or_path: str) -> EngineSpec:
+    """A preset by name, or a JSON profile file (as written by ``save_profile``)."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]()
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ValueError(f"unknown preset {name_or_path!r}: known presets are {', '.join(preset_names())}, "
+                         "or give a profile JSON file")
+    return profile_from_dict(json.loads(path.read_text()), source=str(path))
+
+
+def profile_to_dict(spec: EngineSpec) -> dict[str, Any]:
+    step = asdict(spec.step_time)
+    return {"name": spec.name, "num_blocks": spec.num_blocks, "block_size": spec.block_size,
+            "max_num_seqs": spec.max_num_seqs, "max_num_batched_tokens": spec.max_num_batched_tokens,
+            "step_time": step, "sources": spec.sources}
+
+
+def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSpec:
+    try:
+        step_data = dict(data["step_time"])
+        model = step_data.pop("model", None)
+        step = StepTimeModel(**step_data, model=ModelSpec(**model) if model else None)
+        return EngineSpec(name=data["name"], num_blocks=int(data["num_blocks"]),
+                          block_size=int(data["block_size"]), max_num_seqs=int(data["max_num_seqs"]),
+                          max_num_batched_tokens=int(data["max_num_batched_tokens"]),
+                          step_time=step, sources=dict(data.get("sources", {})))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: invalid engine profile: {exc}") from exc
