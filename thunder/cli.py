@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -36,6 +37,245 @@ def trace_validate(files: list[Path] = typer.Argument(..., help="Trace files (JS
             failed = True
     if failed:
         raise typer.Exit(code=1)
+
+
+@trace_app.command("synth")
+def trace_synth(
+    workload: str = typer.Option(..., "--workload", "-w", help="coding, routing or science."),
+    programs: int = typer.Option(..., "--programs", "-n", min=1, help="Number of programs to draw."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Random seed: the same seed gives the same trace."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Trace file to write (default: traces/<workload>.jsonl)."),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Poisson arrivals, programs per second (default: no arrival_s, a closed loop)."),
+) -> None:
+    """Draw a synthetic trace (format v1); see docs/synthetic-traces.md."""
+    # imported here so `thunder trace validate` does not pay for numpy
+    from collections.abc import Iterator
+
+    from thunder.synth import synthesize
+    from thunder.trace import TraceProgram, write_trace
+
+    try:
+        header, drawn = synthesize(workload, programs, seed, rate=rate)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    target = output if output is not None else Path("traces") / f"{workload}.jsonl"
+    steps = 0
+
+    def counted() -> Iterator[TraceProgram]:
+        nonlocal steps
+        for program in drawn:
+            steps += len(program.steps)
+            yield program
+
+    try:
+        written = write_trace(target, header, counted())
+    except OSError as exc:
+        _fail(f"{target}: cannot write: {exc.strerror}")
+        return
+    typer.echo(f"{target}: wrote {written} {workload} programs, {steps} steps (seed {seed})")
+
+
+@trace_app.command("stats")
+def trace_stats_command(
+    file: Path = typer.Argument(..., help="Trace file (JSON Lines)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as one JSON object."),
+) -> None:
+    """Summarise a trace: programs, steps, token and tool-time distributions."""
+    import json
+
+    from thunder.trace_stats import render_stats, trace_stats
+
+    try:
+        stats = trace_stats(file)
+    except TraceError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(stats, indent=2) if as_json else render_stats(stats))
+
+
+@trace_app.command("convert")
+def trace_convert(
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="Recorded runs: a file or a folder."),
+    source_format: str = typer.Option(..., "--from", help="Source format: mini-swe-agent, openhands, tau-bench."),
+    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (JSON Lines, format v1)."),
+    chars_per_token: float | None = typer.Option(
+        None, "--chars-per-token", help="Characters per token where the source has no token counts (default 4.0)."),
+    tool_time: str | None = typer.Option(
+        None, "--tool-time", help="Synthetic tool time where the source has none: const:S, exp:MEAN, "
+                                  "lognormal:MEDIAN,SIGMA (seconds)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --tool-time draws."),
+) -> None:
+    """Convert recorded agent runs into a trace; print what was written and every skipped run."""
+    # Imported here so the other trace commands do not load the converters.
+    from thunder.converters import ConversionError, ConvertOptions, convert, parse_tool_time
+    from thunder.trace import write_trace
+
+    try:
+        options = ConvertOptions(chars_per_token=chars_per_token,
+                                 tool_time=parse_tool_time(tool_time) if tool_time else None, seed=seed)
+        header, programs, report = convert(source_format, input_path, options)
+    except ConversionError as exc:
+        _fail(str(exc))
+        return
+    if not programs:
+        for source, reason in report.skipped:
+            typer.echo(f"  skipped {source}: {reason}", err=True)
+        _fail(f"no programs converted from {input_path} ({len(report.skipped)} skipped)")
+    try:
+        write_trace(output, header, programs)
+        # The converters promise valid traces; check the file, not the promise.
+        steps = sum(len(program.steps) for program in TraceReader(output))
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}")
+        return
+    except TraceError as exc:
+        _fail(f"converted trace does not validate: {exc}")
+        return
+    typer.echo(f"wrote {len(programs)} programs, {steps} steps to {output}")
+    typer.echo(f"skipped {len(report.skipped)}")
+    for source, reason in report.skipped:
+        typer.echo(f"  skipped {source}: {reason}")
+    for source, what in report.warnings:
+        typer.echo(f"  warning {source}: {what}")
+
+
+def _parse_options(options: list[str]) -> tuple[tuple[str, object], ...]:
+    """``--option name=value`` pairs; values parsed as JSON where they parse (numbers, bools)."""
+    import json
+    parsed = []
+    for item in options:
+        if "=" not in item:
+            _fail(f"--option {item!r}: expected NAME=VALUE")
+        name, raw = item.split("=", 1)
+        try:
+            value: object = json.loads(raw)
+        except ValueError:
+            value = raw
+        parsed.append((name.strip().replace("-", "_"), value))
+    return tuple(parsed)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"{flag}: expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        _fail(f"{flag}: values must be >= 1, got {text!r}")
+    return values
+
+
+@app.command("simulate")
+def simulate_command(
+    trace: Path = typer.Option(Path("traces/swebench.jsonl"), "--trace", help="Trace file (format v1)."),
+    policy: str = typer.Option("thunder", "--policy", help="Scheduling policy: vllm, continuum, thunder."),
+    parallel: int = typer.Option(48, "--parallel", min=1, help="Programs running at once (closed loop)."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="Data-parallel engine replicas."),
+    preset: str = typer.Option("paper-8xh100-glm46", "--preset",
+                               help="Engine preset (paper-8xh100-glm46, h100-llama8b, tiny-cpu) or a profile JSON."),
+    profile: Path | None = typer.Option(None, "--profile", help="Calibrated engine profile JSON (overrides --preset)."),
+    horizon_s: float | None = typer.Option(None, "--horizon-s", help="Stop at this simulated time, cycling the trace."),
+    open_loop: bool = typer.Option(False, "--open-loop", help="Start programs at their arrival_s instead."),
+    tool_time_scale: float = typer.Option(1.0, "--tool-time-scale", min=0.0, help="Multiply every tool time."),
+    default_tool_s: float = typer.Option(0.0, "--default-tool-s", min=0.0,
+                                         help="Tool time for steps whose trace has none."),
+    option: list[str] = typer.Option([], "--option", "-O", help="Policy option NAME=VALUE (repeatable)."),
+    out: Path | None = typer.Option(None, "--out", help="Write steps/programs/timeseries/decisions tables here."),
+    fmt: str = typer.Option("csv", "--format", help="Table format: csv or parquet."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Simulate one policy on a trace and print the summary."""
+    import json
+
+    from thunder.metrics import format_summary, write_tables
+    from thunder.sim.cluster import SimulationError
+    from thunder.sim.experiment import CellSpec, run_cell
+
+    cell = CellSpec(trace=str(trace), policy=policy, parallel=parallel, replicas=replicas,
+                    preset=str(profile) if profile else preset, horizon_s=horizon_s, open_loop=open_loop,
+                    tool_time_scale=tool_time_scale, default_tool_s=default_tool_s,
+                    policy_options=_parse_options(option))
+    try:
+        if quiet or as_json:
+            summary, tables = run_cell(cell, keep_tables=out is not None)
+        else:
+            with typer.progressbar(length=1000, label="simulating", file=sys.stderr) as bar:
+                done = [0]
+
+                def progress(fraction: float) -> None:
+                    target = int(fraction * 1000)
+                    bar.update(max(0, target - done[0]))
+                    done[0] = max(done[0], target)
+
+                summary, tables = run_cell(cell, progress=progress, keep_tables=out is not None)
+    except (TraceError, SimulationError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    if out is not None and tables is not None:
+        write_tables(tables, out, summary, fmt=fmt)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        typer.echo(format_summary(summary))
+        if out is not None:
+            typer.echo(f"tables written to {out}/")
+
+
+@app.command("compare")
+def compare_command(
+    trace: Path = typer.Option(Path("traces/swebench.jsonl"), "--trace", help="Trace file (format v1)."),
+    policies: str = typer.Option("vllm,continuum,thunder", "--policies", help="Comma-separated policies."),
+    parallel: str = typer.Option("24,48,72,96", "--parallel", help="Comma-separated parallel program counts."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="Data-parallel engine replicas."),
+    preset: str = typer.Option("paper-8xh100-glm46", "--preset", help="Engine preset or profile JSON."),
+    horizon_s: float | None = typer.Option(None, "--horizon-s", help="Stop each cell here, cycling the trace."),
+    tool_time_scale: float = typer.Option(1.0, "--tool-time-scale", min=0.0, help="Multiply every tool time."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0 = one per core)."),
+    out: Path = typer.Option(Path("results/compare"), "--out", help="Directory for results.csv and plots."),
+) -> None:
+    """Run a policy x parallelism grid; print the table and write plots."""
+    import os
+
+    import pandas as pd
+
+    from thunder.plots import cost_breakdown_plot, hit_rate_plot, throughput_plot
+    from thunder.policies.registry import policy_names
+    from thunder.sim.cluster import SimulationError
+    from thunder.sim.experiment import CellSpec, run_grid
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = [n for n in names if n not in policy_names()]
+    if unknown:
+        _fail(f"--policies: unknown {', '.join(unknown)}; known: {', '.join(policy_names())}")
+    cells = [CellSpec(trace=str(trace), policy=name, parallel=n, replicas=replicas, preset=preset,
+                      horizon_s=horizon_s, tool_time_scale=tool_time_scale)
+             for n in _int_list(parallel, "--parallel") for name in names]
+    workers = workers or min(len(cells), os.cpu_count() or 1)
+    try:
+        results = run_grid(cells, workers=workers,
+                           on_result=lambda s: typer.echo(
+                               f"  {s['policy']:>10} x{s['parallel']:<4} {s['steps_per_min']:8.1f} steps/min  "
+                               f"hit {s['kv_hit_rate']:.3f}", err=True))
+    except (TraceError, SimulationError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    frame = pd.DataFrame(results)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "results.csv", index=False)
+    base = frame.loc[frame["policy"] == names[0]].set_index("parallel")["steps_per_min"]
+    frame["speedup_vs_" + names[0]] = frame["steps_per_min"] / frame["parallel"].map(base)
+    columns = ["policy", "parallel", "steps_per_min", "speedup_vs_" + names[0], "kv_hit_rate",
+               "cost_recompute", "cost_caching", "cost_unused", "pauses", "preemptions", "p95_step_latency_s"]
+    typer.echo(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    title = f"{trace.stem}, {preset}, {replicas} replica(s)"
+    for path in (throughput_plot(frame, out / "throughput.png", f"Throughput: {title}"),
+                 hit_rate_plot(frame, out / "hit_rate.png", f"KV hit rate: {title}"),
+                 cost_breakdown_plot(frame, out / "cost_breakdown.png", f"Cost split: {title}")):
+        typer.echo(f"wrote {path}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -22,6 +22,12 @@ FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
 
+def _is_supported(version: Any) -> bool:
+    # exact int: `True in {1}` and `1.0 in {1}` are true in Python, and an
+    # unhashable value (a list) would raise TypeError instead of a TraceError
+    return type(version) is int and version in SUPPORTED_VERSIONS
+
+
 class TraceError(ValueError):
     """A trace broke a rule. ``str()`` reads ``file:line: field: rule``."""
 
@@ -209,7 +215,7 @@ def parse_program(obj: dict[str, Any], path: str, line: int,
     version = obj.get("format_version", header_version)
     if version is None:
         raise check.fail("format_version", "missing: give a header line or format_version on every line")
-    if version not in SUPPORTED_VERSIONS:
+    if not _is_supported(version):
         raise check.fail("format_version", f"unknown version {version!r} (supported: {sorted(SUPPORTED_VERSIONS)})")
     program_id = check.string(obj, "program_id")
     workflow = check.string(obj, "workflow")
@@ -245,7 +251,7 @@ def _parse_header(obj: dict[str, Any], path: str, line: int) -> TraceHeader:
     version = obj.get("format_version")
     if version is None:
         raise check.fail("format_version", "missing required field in header")
-    if version not in SUPPORTED_VERSIONS:
+    if not _is_supported(version):
         raise check.fail("format_version", f"unknown version {version!r} (supported: {sorted(SUPPORTED_VERSIONS)})")
     ratio = check.number(obj, "chars_per_token")
     notes = obj.get("notes") or {}
@@ -353,10 +359,19 @@ def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if v is not None and v != {}}
 
 
+_OPTIONAL_STEP_FIELDS = ("cached_tokens", "llm_latency_s", "tool", "tool_s")
+
+
 def step_to_dict(step: TraceStep) -> dict[str, Any]:
-    out = _drop_none(asdict(step))
-    if not step.context_reset:
-        out.pop("context_reset", None)
+    # Field by field, not asdict(): asdict deep-copies every value and made
+    # writing a 750k-step trace take ~7 s instead of ~1.3 s. Same keys, same order.
+    out: dict[str, Any] = {"prompt_tokens": step.prompt_tokens, "output_tokens": step.output_tokens}
+    for name in _OPTIONAL_STEP_FIELDS:
+        value = getattr(step, name)
+        if value is not None:
+            out[name] = value
+    if step.context_reset:
+        out["context_reset"] = True
     return out
 
 

@@ -232,14 +232,18 @@ class SimCluster:
         replica = self.replicas[backend]
         shared_blocks = trace.shared_prefix_tokens // replica.block_size if trace.shared_prefix_id else 0
         if program.pinned_on is not None:
-            self.replicas[program.pinned_on].cache.unpin(self._program_key(program))
+            # On the same replica the pin holds until admission takes the blocks (a pin
+            # lasts until the next request is served); elsewhere it is useless now.
+            if program.pinned_on != backend:
+                self.replicas[program.pinned_on].cache.unpin(self._program_key(program))
             program.pinned_on = None
         request = Request(
             program_id=program.program_id, step_index=program.step_index,
             prompt_tokens=step.prompt_tokens, output_tokens=max(step.output_tokens, 1),
             program_key=self._program_key(program),
             shared_key=("s", trace.shared_prefix_id) if shared_blocks else None,
-            shared_blocks=shared_blocks, prior_tokens=min(program.computed_high, step.prompt_tokens),
+            shared_blocks=shared_blocks, prior_tokens=min(self._cacheable(program.computed_high, replica.block_size),
+                                                            step.prompt_tokens),
             priority=priority if priority is not None else 0.0,
             on_done=lambda r, p=program: self._on_request_done(p, r))
         program.queue_s += now - program.ready_s
@@ -249,6 +253,12 @@ class SimCluster:
             program.started_s = now
         self._update(program.program_id, waiting=False)
         replica.submit(request)
+
+    @staticmethod
+    def _cacheable(tokens: int, block_size: int) -> int:
+        """Tokens in full blocks: only those can be cached, so only those count as recompute
+        when prefilled again (a partial last block is re-prefilled on every turn by design)."""
+        return tokens // block_size * block_size
 
     @staticmethod
     def _program_key(program: SimProgram) -> tuple:

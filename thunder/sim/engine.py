@@ -59,16 +59,18 @@ class Request:
     prefilled_tokens: int = 0
     recompute_frontier: int = 0
     preemptions: int = 0
+    target: int = 0  # tokens to have KV for before the next token is sampled
     is_running: bool = False
     on_done: Callable[["Request"], None] | None = None
 
     @property
     def prefill_target(self) -> int:
+        """Prompt plus what was generated before a preemption (recomputed on resume)."""
         return self.prompt_tokens + max(self.generated - 1, 0)
 
     @property
     def prefill_left(self) -> int:
-        return self.prefill_target - self.computed
+        return self.target - self.computed
 
     def blocks_for(self, tokens: int, block_size: int) -> int:
         """Program blocks needed to hold ``tokens`` (beyond the shared prefix blocks)."""
@@ -85,14 +87,21 @@ class EngineCounters:
     busy_s: float = 0.0
 
 
+# Two instants closer than this are the same step boundary (float sums of step times
+# taken along different paths differ in the last bits).
+BOUNDARY_S = 1e-9
+
+
 class Replica:
     """One data-parallel engine; ``submit`` requests, ``on_done`` fires when each finishes."""
 
-    def __init__(self, env: simpy.Environment, backend_id: int, spec: EngineSpec) -> None:
+    def __init__(self, env: simpy.Environment, backend_id: int, spec: EngineSpec,
+                 jump_decode: bool = True) -> None:
         self.env = env
         self.backend_id = backend_id
         self.spec = spec
         self.block_size = spec.block_size
+        self.jump_decode = jump_decode  # False: one event per step (the reference the jumps must match)
         self.cache = PrefixCache(spec.num_blocks, spec.block_size)
         self.ledger = CostLedger()
         self.counters = EngineCounters()
@@ -101,6 +110,7 @@ class Replica:
         self._order = 0
         self._wakeup = env.event()
         self._accounted_s = 0.0
+        self._preempted_this_step = False
         self.process = env.process(self._run())
 
     # -- public ----------------------------------------------------------------
@@ -121,7 +131,8 @@ class Replica:
 
     @property
     def running_tokens(self) -> int:
-        return sum(r.computed for r in self.running)
+        """KV held by running requests, in whole blocks (O(1), no walk over requests)."""
+        return self.cache.used_blocks * self.block_size
 
     # -- the engine loop -------------------------------------------------------
 
@@ -137,9 +148,11 @@ class Replica:
             if not batch:
                 yield from self._wait_for_room()
                 continue
-            # No prefill in the batch means nothing was admitted, and nothing waiting
-            # can be until a request finishes (decode only consumes blocks): jump.
-            if all(r.prefill_left == 0 for r, _ in batch):
+            # No prefill in the batch and admission was tried (no preemption this step)
+            # means nothing waiting fits, and nothing will until a request finishes
+            # (decode only consumes blocks): jump.
+            if (self.jump_decode and not self._preempted_this_step
+                    and all(r.computed >= r.target for r, _ in batch)):
                 yield from self._decode_jump()
             else:
                 yield from self._single_step(batch)
@@ -172,12 +185,19 @@ class Replica:
         for request in list(self.running):
             if not request.is_running:
                 continue  # preempted earlier in this step
-            left = request.prefill_left
-            tokens = 1 if left == 0 else min(left, budget)
-            if tokens <= 0:
-                continue
-            need = request.blocks_for(request.computed + tokens, self.block_size) - request.program_blocks_held
-            while not self.cache.allocate(need, now):
+            left = request.target - request.computed
+            if left <= 0:
+                tokens = 1
+                # Decoding: a new block only when the next token starts one (relative to
+                # what is held, so a step scheduled twice never allocates twice).
+                need = (-(-(request.computed + 1) // self.block_size) - request.shared_blocks
+                        - request.program_blocks_held)
+            else:
+                tokens = min(left, budget)
+                if tokens <= 0:
+                    continue
+                need = request.blocks_for(request.computed + tokens, self.block_size) - request.program_blocks_held
+            while need and not self.cache.allocate(need, now):
                 victim = self._pick_victim()
                 self._preempt(victim)
                 preempted = True
@@ -194,6 +214,7 @@ class Replica:
                 budget -= tokens
         if not preempted:
             self._admit(batch, budget, now)
+        self._preempted_this_step = preempted
         return batch
 
     def _pick_victim(self) -> Request:
@@ -216,10 +237,10 @@ class Replica:
     def _admit(self, batch: list[tuple[Request, int]], budget: int, now: float) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.spec.max_num_seqs:
             request = self.waiting[0][2]
-            hit = self.cache.lookup(request.program_key, request.shared_key, request.shared_blocks,
-                                    request.prefill_target)
+            target = request.prefill_target
+            hit = self.cache.lookup(request.program_key, request.shared_key, request.shared_blocks, target)
             hit_tokens = (hit.shared_hit_blocks + hit.program_hit_blocks) * self.block_size
-            tokens = min(request.prefill_target - hit_tokens, budget)
+            tokens = min(target - hit_tokens, budget)
             need = (hit.shared_missing_blocks
                     + request.blocks_for(hit_tokens + tokens, self.block_size) - hit.program_hit_blocks)
             if not self.cache.can_allocate(need, now, reserved=hit.free_blocks_reused):
@@ -231,6 +252,7 @@ class Replica:
             request.holds_shared = request.shared_key is not None and request.shared_blocks > 0
             request.program_blocks_held = hit.program_hit_blocks + need - hit.shared_missing_blocks
             request.computed = hit_tokens
+            request.target = target
             self._count_admission(request, hit_tokens, now)
             self.running.append(request)
             request.is_running = True
@@ -251,7 +273,7 @@ class Replica:
         prefill_tokens = decode_seqs = context = 0
         pairs = 0.0
         for request, tokens in batch:
-            if request.prefill_left == 0:
+            if request.computed >= request.target:
                 decode_seqs += 1
                 context += request.computed
             else:
@@ -275,7 +297,7 @@ class Replica:
             if request.holds_shared and request.shared_key not in shared_seen:
                 shared_seen.add(request.shared_key)  # held once, charged to its first user
                 held += request.shared_blocks * bs
-            if request.prefill_left == 0:
+            if request.computed >= request.target:
                 decode += held
                 continue
             start = request.computed
@@ -291,10 +313,10 @@ class Replica:
                                  unused=c.empty_blocks * bs)
 
     def _advance(self, request: Request, tokens: int) -> None:
-        was_prefill = request.prefill_left > 0
         request.computed += tokens
-        if was_prefill and request.prefill_left > 0:
-            return  # more chunks to go
+        if request.computed < request.target:
+            return  # more prefill chunks to go
+        request.target = request.computed
         request.generated += 1
         if request.first_token_s is None:
             request.first_token_s = self.env.now
@@ -332,28 +354,38 @@ class Replica:
         new_blocks = blocks_at - held.sum()
         durations = self.spec.step_time.decode_run_s(len(running), int(computed.sum()), steps)
         start = self.env.now
-        ends = np.cumsum(durations)
+        # Sequential sums, as successive single steps would add them up.
+        ends = np.cumsum(np.concatenate(([start], durations)))[1:]
+        expiries = [until for _, until in self.cache.pinned.values() if until > start]
+        if expiries:
+            # A pin expiring frees blocks: the first step starting after it may admit more.
+            steps = min(steps, int(np.searchsorted(ends, min(expiries), side="left")) + 1)
+            durations, ends = durations[:steps], ends[:steps]
+            blocks_at, new_blocks = blocks_at[:steps], new_blocks[:steps]
         self._wakeup = self.env.event()
-        yield self.env.timeout(float(ends[-1])) | self._wakeup
+        yield self.env.timeout(float(ends[-1]) - start) | self._wakeup
         done_steps = steps
-        if self.env.now < start + ends[-1]:
-            # Interrupted by an arrival: finish the step in flight, then stop.
-            done_steps = int(np.searchsorted(ends, self.env.now - start, side="right")) + 1
-            done_steps = min(done_steps, steps)
-            end_s = start + float(ends[done_steps - 1])
-            if end_s > self.env.now:
-                yield self.env.timeout(end_s - self.env.now)
+        if self.env.now < ends[-1] - BOUNDARY_S:
+            # Interrupted by an arrival: a step ending now is complete (the arrival
+            # joins the next one); otherwise finish the step in flight, then stop.
+            done_steps = int(np.searchsorted(ends, self.env.now + BOUNDARY_S, side="right"))
+            if done_steps == 0 or ends[done_steps - 1] < self.env.now - BOUNDARY_S:
+                done_steps += 1
+                yield self.env.timeout(float(ends[done_steps - 1]) - self.env.now)
+        if done_steps == 0:
+            return  # interrupted at its very start: reschedule with the newcomer
         self._charge_jump(running, durations[:done_steps], new_blocks[:done_steps], blocks_at[:done_steps])
         self._accounted_s = self.env.now
         self.counters.steps += done_steps
         self.counters.jumps += 1
-        self.counters.busy_s += float(ends[done_steps - 1])
+        self.counters.busy_s += float(ends[done_steps - 1]) - start
         grown = int(new_blocks[done_steps - 1])
         allocated = self.cache.allocate(grown, self.env.now)
         assert allocated, "the jump was sized to the free blocks"
         for request in running:
             request.program_blocks_held = -(-(request.computed + done_steps) // bs) - request.shared_blocks
             request.computed += done_steps
+            request.target = request.computed
             request.generated += done_steps
         for request in running:
             if request.generated >= request.output_tokens:

@@ -32,6 +32,7 @@ class SimConfig:
     sample_interval_s: float = 1.0  # time-series resolution
     tool_time_scale: float = 1.0
     default_tool_s: float = 0.0  # for steps whose trace has no tool time
+    jump_decode: bool = True  # False: one SimPy event per engine step (slow reference)
 
 
 @dataclass(slots=True)
@@ -146,8 +147,12 @@ def simulate(programs: Sequence[TraceProgram], policy: Policy, spec: EngineSpec,
     """Run one simulation to completion (or to the horizon) and return its outcome."""
     if not programs:
         raise ValueError("no programs to simulate")
+    ids = [p.program_id for p in programs]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"duplicate program_id {duplicate!r}: every program needs its own id")
     env = simpy.Environment()
-    replicas = [Replica(env, i, spec) for i in range(config.replicas)]
+    replicas = [Replica(env, i, spec, jump_decode=config.jump_decode) for i in range(config.replicas)]
     all_done = env.event()
     expected = len(programs)
     finished = [0]
