@@ -83,3 +83,16 @@ def test_pinned_blocks_are_not_evicted_until_they_expire():
     assert cache.allocate(8, now_s=10.0)  # expired: evictable again
     assert cache.cached_blocks(A) == 0
     cache.check()
+
+
+def test_an_expired_pin_of_the_admitted_program_is_not_counted_twice():
+    cache = PrefixCache(num_blocks=8, block_size=16)
+    _, held = admit(cache, A, 128)
+    cache.release(A, held, 128, None, 0)
+    cache.pin(A, until_s=1.0)
+    # A comes back after its pin expired: it hits its own 8 blocks and needs 5 more,
+    # which must come from elsewhere; there are none (its own blocks cannot count twice).
+    hit = cache.lookup(A, None, 0, 200)
+    assert hit.program_hit_blocks == 8
+    assert not cache.can_allocate(13 - 8, now_s=2.0, reserved=hit.free_blocks_reused, own_key=A)
+    assert cache.can_allocate(0, now_s=2.0, reserved=hit.free_blocks_reused, own_key=A)

@@ -242,7 +242,7 @@ class Replica:
             tokens = min(target - hit_tokens, budget)
             need = (hit.shared_missing_blocks
                     + request.blocks_for(hit_tokens + tokens, self.block_size) - hit.program_hit_blocks)
-            if not self.cache.can_allocate(need, now, reserved=hit.free_blocks_reused):
+            if not self.cache.can_allocate(need, now, reserved=hit.free_blocks_reused, own_key=request.program_key):
                 break
             heapq.heappop(self.waiting)
             self.cache.acquire(request.program_key, request.shared_key, request.shared_blocks, hit)

@@ -174,6 +174,10 @@ LLAMA_31_8B = ModelSpec(
     name="Llama-3.1-8B", total_params=8.03e9, active_params=8.03e9, layers=32,
     attention_heads=32, kv_heads=8, head_dim=128, weight_bytes_per_param=2.0)
 
+QWEN3_8B = ModelSpec(
+    name="Qwen3-8B", total_params=8.19e9, active_params=8.19e9, layers=36,
+    attention_heads=32, kv_heads=8, head_dim=128, weight_bytes_per_param=2.0)
+
 TINY_CPU = ModelSpec(
     name="tiny-llama-cpu", total_params=0.0011e9, active_params=0.0011e9, layers=2,
     attention_heads=4, kv_heads=4, head_dim=32, weight_bytes_per_param=2.0)
@@ -206,6 +210,19 @@ def _h100_8b_preset() -> EngineSpec:
     })
 
 
+def _rtx5090_qwen3_8b_preset() -> EngineSpec:
+    gpu = GpuSpec("RTX-5090", 1, memory_bytes_each=32 * GIB, peak_flops_each=104.8e12,
+                  hbm_bytes_per_s_each=1.79e12)
+    return _gpu_preset("rtx5090-qwen3-8b", gpu, QWEN3_8B, overhead_s=0.0015, sources={
+        **_COMMON_SOURCES,
+        "gpu": "NVIDIA RTX 5090: 32 GB GDDR7, 1.79 TB/s; 104.8 TFLOP/s BF16 tensor with FP32 accumulate "
+               "(GeForce rate, half the FP16-accumulate peak)",
+        "model": "Qwen3-8B config.json: 36 layers, 32 heads, 8 KV heads, head_dim 128, BF16",
+        "setup": "the paper's ToolOrchestra serving setup: Qwen3-8B FP16 on one RTX 5090 (section 5.1)",
+        "overhead": "1.5 ms per step scheduling/launch with CUDA graphs (assumed)",
+    })
+
+
 def _tiny_cpu_preset() -> EngineSpec:
     # 16 MiB of KV at 1 KiB/token = 16,384 tokens = 512 blocks of 32.
     step = StepTimeModel(overhead_s=1.8e-3, per_decode_seq_s=7.0e-5, per_prefill_token_s=2.5e-5,
@@ -224,6 +241,7 @@ def _tiny_cpu_preset() -> EngineSpec:
 PRESETS = {
     "paper-8xh100-glm46": _paper_preset,
     "h100-llama8b": _h100_8b_preset,
+    "rtx5090-qwen3-8b": _rtx5090_qwen3_8b_preset,
     "tiny-cpu": _tiny_cpu_preset,
 }
 

@@ -92,12 +92,14 @@ class PrefixCache:
             reused += program_hit
         return CacheLookup(shared_hit, program_hit, reused, program_cached, missing)
 
-    def can_allocate(self, blocks: int, now_s: float, reserved: int = 0) -> bool:
-        """Could ``blocks`` new blocks be found, ``reserved`` free-queue blocks being taken?"""
+    def can_allocate(self, blocks: int, now_s: float, reserved: int = 0,
+                     own_key: SeqKey | None = None) -> bool:
+        """Could ``blocks`` new blocks be found, ``reserved`` free-queue blocks being taken?
+        ``own_key``'s expired pin does not count: the request itself takes those blocks."""
         available = self.empty_blocks + self.free_cached_blocks - reserved
         if blocks <= available:
             return True
-        return blocks <= available + self._expired_pin_blocks(now_s)
+        return blocks <= available + self._expired_pin_blocks(now_s, exclude=own_key)
 
     # -- state changes ------------------------------------------------------
 
@@ -199,8 +201,8 @@ class PrefixCache:
             self.free_cached_blocks -= take
             self.evicted_blocks += take
 
-    def _expired_pin_blocks(self, now_s: float) -> int:
-        return sum(b for b, until in self.pinned.values() if until <= now_s)
+    def _expired_pin_blocks(self, now_s: float, exclude: SeqKey | None = None) -> int:
+        return sum(b for key, (b, until) in self.pinned.items() if until <= now_s and key != exclude)
 
     def _release_expired_pins(self, now_s: float) -> None:
         for key in [k for k, (_, until) in self.pinned.items() if until <= now_s]:

@@ -1,0 +1,99 @@
+"""Program and operator endpoints: release, inspect, health, metrics, export.
+
+``POST /programs/{id}/release`` and ``POST /programs/release {"program_id"}``
+end a program (404 if unknown). ``GET /programs`` lists programs and
+backends; ``GET /programs/{id}`` shows one; ``GET /programs/export.csv``
+gives a table (``?table=steps|programs|decisions``, default steps) with the
+simulator's column names; ``GET /health`` is 200 while any backend is
+healthy, else 503; ``GET /metrics`` is Prometheus text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from aiohttp import web
+
+from thunder.runtime.admission import Admission
+from thunder.runtime.backend import BackendClient
+from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.payload import PROGRAM_FIELD
+from thunder.runtime.proxy import Proxy, error_response
+from thunder.runtime.records import TABLES
+from thunder.runtime.telemetry import backend_rows, describe, render_metrics
+
+
+class Admin:
+    def __init__(self, cluster: LiveCluster, admission: Admission, proxy: Proxy,
+                 clients: Sequence[BackendClient], policy_name: str) -> None:
+        self.cluster = cluster
+        self.admission = admission
+        self.proxy = proxy
+        self.clients = clients
+        self.policy_name = policy_name
+
+    def routes(self) -> list[web.RouteDef]:
+        # export.csv and release before {program_id}: routes match in registration order
+        return [
+            web.post("/programs/release", self.release_by_body),
+            web.get("/programs/export.csv", self.export_csv),
+            web.post("/programs/{program_id}/release", self.release_by_path),
+            web.get("/programs", self.list_programs),
+            web.get("/programs/{program_id}", self.show_program),
+            web.get("/health", self.health),
+            web.get("/metrics", self.metrics),
+        ]
+
+    def _release(self, program_id: str) -> web.Response:
+        if not self.cluster.release(program_id):
+            return error_response(404, f"unknown program {program_id!r} (never seen, or already released)",
+                                  "not_found", PROGRAM_FIELD)
+        return web.json_response({"released": program_id})
+
+    async def release_by_path(self, request: web.Request) -> web.Response:
+        return self._release(request.match_info["program_id"])
+
+    async def release_by_body(self, request: web.Request) -> web.Response:
+        try:
+            payload = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            return error_response(400, "release body must be JSON: {\"program_id\": \"...\"}",
+                                  "invalid_request_error")
+        program_id = payload.get(PROGRAM_FIELD) if isinstance(payload, dict) else None
+        if not isinstance(program_id, (str, int)) or isinstance(program_id, bool) or str(program_id) == "":
+            return error_response(400, "release body needs a string program_id", "invalid_request_error",
+                                  PROGRAM_FIELD)
+        return self._release(str(program_id))
+
+    async def list_programs(self, request: web.Request) -> web.Response:
+        programs = [describe(self.cluster, pid) for pid in sorted(self.cluster.views)]
+        return web.json_response({"now_s": self.cluster.clock(), "policy": self.policy_name,
+                                  "programs": programs, "backends": backend_rows(self.cluster, self.clients)})
+
+    async def show_program(self, request: web.Request) -> web.Response:
+        program_id = request.match_info["program_id"]
+        found = describe(self.cluster, program_id)
+        if found is None:
+            return error_response(404, f"unknown program {program_id!r}", "not_found", PROGRAM_FIELD)
+        return web.json_response(found)
+
+    async def export_csv(self, request: web.Request) -> web.Response:
+        table = request.query.get("table", "steps")
+        if table not in TABLES:
+            return error_response(400, f"unknown table {table!r}; known: {', '.join(TABLES)}",
+                                  "invalid_request_error", "table")
+        return web.Response(text=self.cluster.records.to_csv(table), content_type="text/csv")
+
+    async def health(self, request: web.Request) -> web.Response:
+        rows = [{"backend": i, "url": b.url, "healthy": b.healthy, "reason": b.reason}
+                for i, b in enumerate(self.cluster.backends)]
+        healthy = sum(1 for b in self.cluster.backends if b.healthy)
+        status = "ok" if healthy == len(rows) else "degraded" if healthy else "down"
+        return web.json_response({"status": status, "policy": self.policy_name, "backends": rows},
+                                 status=200 if healthy else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = render_metrics(self.cluster, self.clients, self.admission.waiting, self.proxy.overhead)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Format": "prometheus-text-0.0.4"})

@@ -1,0 +1,66 @@
+"""Held requests as futures: the asyncio side of the policy's Hold and Restore.
+
+``LiveCluster`` holds no asyncio objects; it calls back when a held request
+may go (``on_dispatch``) or must fail (``on_reject``). This module keeps one
+future per waiting request and bounds every wait by ``max_hold_s``, so no
+client is held forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from thunder.program import BackendId
+from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.state import Ticket, TicketState
+
+
+class HoldTimeout(Exception):
+    """The policy did not restore the program within ``max_hold_s``."""
+
+
+class Rejected(Exception):
+    """The held request cannot go anywhere (released, no healthy backend)."""
+
+
+class Admission:
+    def __init__(self, cluster: LiveCluster, max_hold_s: float) -> None:
+        self.cluster = cluster
+        self.max_hold_s = max_hold_s
+        self._futures: dict[int, asyncio.Future[BackendId]] = {}
+        cluster.on_dispatch = self._dispatched
+        cluster.on_reject = self._rejected
+
+    @property
+    def waiting(self) -> int:
+        return len(self._futures)
+
+    def _dispatched(self, ticket: Ticket) -> None:
+        future = self._futures.get(ticket.request_id)
+        if future is not None and not future.done():
+            future.set_result(ticket.backend)  # type: ignore[arg-type]  # set on dispatch
+
+    def _rejected(self, ticket: Ticket, reason: str) -> None:
+        future = self._futures.get(ticket.request_id)
+        if future is not None and not future.done():
+            future.set_exception(Rejected(reason))
+
+    async def wait(self, ticket: Ticket) -> BackendId:
+        """The backend the request goes to, once the policy lets it go."""
+        if ticket.state is TicketState.DISPATCHED:
+            assert ticket.backend is not None
+            return ticket.backend
+        if ticket.state is TicketState.FINISHED:
+            raise Rejected("request was cancelled")
+        future: asyncio.Future[BackendId] = asyncio.get_running_loop().create_future()
+        self._futures[ticket.request_id] = future
+        try:
+            async with asyncio.timeout(self.max_hold_s):
+                return await future
+        except TimeoutError:
+            if ticket.state is TicketState.DISPATCHED and ticket.backend is not None:
+                return ticket.backend  # restored in the same instant the timer fired
+            raise HoldTimeout(f"program {ticket.program_id!r} was held {self.max_hold_s:g} s by the "
+                              f"policy ({ticket.hold_reason}) and not restored") from None
+        finally:
+            self._futures.pop(ticket.request_id, None)

@@ -1,0 +1,45 @@
+"""ServeConfig: every knob of ``thunder serve`` in one frozen value.
+
+The CLI builds it from flags and passes it down; nothing below reads
+environment variables or files on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thunder.policies.options import option, require
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    backends: tuple[str, ...] = field(default=(), metadata={"help": "vLLM base URLs, e.g. http://127.0.0.1:8000"})
+    host: str = option("127.0.0.1", "address the proxy listens on")
+    port: int = option(8300, "port the proxy listens on (0: any free port)")
+    max_hold_s: float = option(300.0, "longest a request is held for the policy before a 503 (s)")
+    idle_timeout_s: float = option(1800.0, "a program with no request for this long is reclaimed (s)")
+    max_body_bytes: int = option(32 * 1024 * 1024, "largest request body accepted (413 beyond)")
+    control_interval_s: float | None = option(None, "dt of the control loop; default: the policy's "
+                                                    "interval_s, else 1 s")
+    poll_interval_s: float = option(1.0, "how often each backend's /metrics is read (s)")
+    scrape_timeout_s: float = option(3.0, "a /metrics read slower than this counts as a failure (s)")
+    failures_to_down: int = option(2, "consecutive failed /metrics reads that mark a backend unhealthy")
+    capacity_tokens: int | None = option(None, "KV capacity per backend when /metrics does not say (tokens)")
+    max_connections: int = option(256, "connections to each backend at most; more requests queue for one")
+    connect_timeout_s: float = option(5.0, "TCP connect to a backend (s)")
+    read_timeout_s: float = option(600.0, "longest silence from a backend mid-response (s)")
+    max_records: int = option(1_000_000, "step and decision rows kept for export (oldest dropped)")
+
+    def __post_init__(self) -> None:
+        require(len(self.backends) > 0, "at least one backend URL is needed")
+        require(self.max_hold_s > 0, "max_hold_s must be > 0")
+        require(self.idle_timeout_s > 0, "idle_timeout_s must be > 0")
+        require(self.max_body_bytes > 0, "max_body_bytes must be > 0")
+        require(self.control_interval_s is None or self.control_interval_s > 0, "control_interval_s must be > 0")
+        require(self.poll_interval_s > 0, "poll_interval_s must be > 0")
+        require(self.failures_to_down >= 1, "failures_to_down must be >= 1")
+        require(self.capacity_tokens is None or self.capacity_tokens > 0, "capacity_tokens must be > 0")
+        require(self.max_connections >= 1, "max_connections must be >= 1")
+        for url in self.backends:
+            require(url.startswith(("http://", "https://")), f"backend URL {url!r} must start with http:// "
+                                                             "or https://")

@@ -1,0 +1,360 @@
+"""LiveCluster: the mechanism that runs a policy in front of live vLLM backends.
+
+The live twin of ``thunder.sim.cluster.SimCluster``: it owns the mutable
+truth about every program, builds the read-only ``ClusterView`` a policy
+sees, applies the decisions it returns (the contract in ``thunder.cluster``),
+and records every step and decision. Nothing here decides, and nothing here
+does I/O or touches asyncio: the proxy reports events (a request is ready,
+done, failed; a program is released; a backend changed) and is told back
+through two callbacks when a held request may go (``on_dispatch``) or must
+fail (``on_reject``). Time comes from an injected ``clock`` (seconds), so
+tests drive it with a fake one.
+
+Live semantics (where the simulator knows more than a proxy can):
+* A program is REASONING while a request of it is in flight or held, and
+  ACTING from the moment its response completed (``phase_since_s``).
+* ``context_tokens`` is prompt + completion tokens of its last response
+  (vLLM's ``usage``); before any response, the caller's estimate.
+* Several requests of one program may be in flight at once; a Pause of a
+  reasoning program is applied when the last of them completes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from types import MappingProxyType
+from typing import Any, Callable, Sequence
+
+from thunder.cluster import (TICK, BackendView, ClusterView, Decision, Dispatch, Pause, Pin, Restore, Trigger,
+                             TriggerKind)
+from thunder.policies.base import Policy
+from thunder.program import BackendId, Phase, Program, ProgramId, Status
+from thunder.runtime.records import LiveRecords, step_row
+from thunder.runtime.state import NO_BACKEND, RELEASED, BackendState, LiveProgram, Ticket, TicketState, Usage
+
+log = logging.getLogger(__name__)
+
+
+class LiveCluster:
+    def __init__(self, policy: Policy, backends: Sequence[BackendState], clock: Callable[[], float],
+                 records: LiveRecords | None = None) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.backends = list(backends)
+        self.records = records if records is not None else LiveRecords()
+        self.programs: dict[ProgramId, LiveProgram] = {}
+        self.views: dict[ProgramId, Program] = {}
+        self._readonly_views = MappingProxyType(self.views)
+        self._running_tokens = [0] * len(self.backends)
+        self._running_requests = [0] * len(self.backends)
+        self._request_ids = 0
+        self.on_dispatch: Callable[[Ticket], None] = lambda ticket: None
+        self.on_reject: Callable[[Ticket, str], None] = lambda ticket, reason: None
+
+    # -- snapshot ----------------------------------------------------------------
+
+    def snapshot(self) -> ClusterView:
+        backends = tuple(
+            BackendView(backend_id=i, capacity_tokens=b.capacity_tokens, healthy=b.healthy,
+                        running_tokens=self._running_tokens[i], running_requests=self._running_requests[i],
+                        waiting_requests=b.waiting_requests)
+            for i, b in enumerate(self.backends))
+        # Read-only and valid for the duration of one policy call.
+        return ClusterView(now_s=self.clock(), backends=backends, programs=self._readonly_views)
+
+    def any_healthy(self) -> bool:
+        return any(b.healthy for b in self.backends)
+
+    def _update(self, program_id: ProgramId, **changes: Any) -> Program:
+        view = dataclasses.replace(self.views[program_id], **changes)
+        self.views[program_id] = view
+        return view
+
+    # -- events reported by the proxy ------------------------------------------------
+
+    def request_ready(self, program_id: ProgramId | None, estimate_tokens: int,
+                      tool: str | None = None) -> Ticket:
+        """A client request arrived; registers its program if new and routes it.
+        ``program_id=None`` makes a one-turn program, released when the request ends.
+        ``tool``: the tool the client will run after the response (optional hint)."""
+        now = self.clock()
+        self._request_ids += 1
+        program = self.programs.get(program_id) if program_id is not None else None
+        new = program is None
+        if program is None:
+            program = self._register(program_id, estimate_tokens, now)
+        view = self.views[program.program_id]
+        was_acting = view.phase is Phase.ACTING
+        if was_acting and program.last_step is not None:
+            program.last_step["tool_s"] = now - program.last_step["done_s"]
+        ticket = Ticket(self._request_ids, program.program_id, view.steps_done, now, program.known_tokens,
+                        tool=tool)
+        program.last_seen_s = now
+        self._update(program.program_id, phase=Phase.REASONING, waiting=True,
+                     phase_since_s=now if was_acting or new else view.phase_since_s)
+        self._route(program, ticket)
+        if new or was_acting:
+            kind = TriggerKind.ARRIVAL if new else TriggerKind.TOOL_DONE
+            self.control(Trigger(kind, program.program_id))
+        return ticket
+
+    def _register(self, program_id: ProgramId | None, estimate_tokens: int, now: float) -> LiveProgram:
+        one_turn = program_id is None
+        if program_id is None:
+            program_id = f"one-turn-{self._request_ids}"
+        program = LiveProgram(program_id=program_id, arrived_s=now, one_turn=one_turn, last_seen_s=now)
+        self.programs[program_id] = program
+        self.views[program_id] = Program(
+            program_id=program_id, context_tokens=max(1, estimate_tokens), phase=Phase.REASONING,
+            status=Status.PAUSED, backend=None, phase_since_s=now, arrived_s=now, steps_done=0,
+            paused_since_s=now)
+        return program
+
+    def _route(self, program: LiveProgram, ticket: Ticket) -> None:
+        view = self.views[program.program_id]
+        route = self.policy.route(self.snapshot(), view)
+        if isinstance(route, Dispatch):
+            self._activate(program, route.backend)
+            self._dispatch(program, ticket, route.backend)
+            return
+        ticket.hold_reason = route.reason or "held"
+        program.held.append(ticket)
+        if view.status is Status.ACTIVE:
+            if program.in_flight == 0:
+                self._pause(program, reason=ticket.hold_reason)
+            elif not view.marked_for_pause:
+                self._update(program.program_id, marked_for_pause=True)  # unbound when in flight ends
+
+    def first_token(self, ticket: Ticket) -> None:
+        ticket.first_token_s = self.clock()
+
+    def request_done(self, ticket: Ticket, usage: Usage | None, release: bool = False) -> None:
+        """The response was fully delivered; ``usage`` is None if it carried none.
+        ``release``: the client said this was its program's last request."""
+        if ticket.state is not TicketState.DISPATCHED:
+            return
+        now = self.clock()
+        self._undispatch(ticket)
+        self.records.outcomes["ok"] += 1
+        row = step_row(ticket, usage, now, self._block_size(ticket.backend))
+        self.records.step(row)
+        program = self.programs.get(ticket.program_id)
+        if program is None:
+            return  # released while its request ran
+        program.in_flight -= 1
+        program.last_step, program.last_seen_s = row, now
+        changes: dict[str, Any] = {"steps_done": self.views[program.program_id].steps_done + 1,
+                                   "tool": ticket.tool}
+        if usage is not None:
+            program.known_tokens = usage.prompt_tokens + usage.completion_tokens
+            changes["context_tokens"] = max(1, program.known_tokens)
+        if program.in_flight == 0 and not program.held:
+            changes.update(phase=Phase.ACTING, phase_since_s=now, waiting=False)
+        view = self._update(program.program_id, **changes)
+        if program.one_turn or release:
+            self._reject_held(program, RELEASED)
+            self._terminate(program)
+            self.control(Trigger(TriggerKind.RELEASE, program.program_id))
+            return
+        if view.marked_for_pause and program.in_flight == 0:
+            self._pause(program, reason="marked")
+        self.control(Trigger(TriggerKind.REQUEST_DONE, program.program_id))
+
+    def request_failed(self, ticket: Ticket, outcome: str) -> None:
+        """The request ended without a usable response (client gone, hold timeout,
+        backend error). The program returns to ACTING; a program that never
+        completed a step, or a one-turn one, is dropped: nothing of it remains."""
+        if ticket.state is TicketState.FINISHED:
+            return
+        program = self.programs.get(ticket.program_id)
+        if ticket.state is TicketState.HELD:
+            if program is not None:
+                program.held.remove(ticket)
+        else:
+            self._undispatch(ticket)
+            if program is not None:
+                program.in_flight -= 1
+        ticket.state = TicketState.FINISHED
+        self.records.outcomes[outcome] += 1
+        if program is not None:
+            self._settle(program)
+
+    def _settle(self, program: LiveProgram) -> None:
+        """After a request left without a response: back to ACTING when nothing of
+        the program is in flight or held; dropped if it never completed a step."""
+        now = program.last_seen_s = self.clock()
+        if program.in_flight or program.held:
+            if not program.held:
+                self._update(program.program_id, waiting=False)
+            return
+        view = self.views[program.program_id]
+        if program.one_turn or view.steps_done == 0:
+            self._terminate(program)
+            self.control(Trigger(TriggerKind.RELEASE, program.program_id))
+            return
+        view = self._update(program.program_id, phase=Phase.ACTING, phase_since_s=now, waiting=False)
+        if view.marked_for_pause and view.status is Status.ACTIVE:
+            self._pause(program, reason="marked")
+        self.control(Trigger(TriggerKind.REQUEST_DONE, program.program_id))
+
+    def requeue(self, ticket: Ticket) -> bool:
+        """Its backend refused the connection: route the request again. False if
+        its program is gone (the caller then fails the request)."""
+        program = self.programs.get(ticket.program_id)
+        if ticket.state is not TicketState.DISPATCHED or program is None:
+            return False
+        self._undispatch(ticket)
+        program.in_flight -= 1
+        ticket.state, ticket.backend, ticket.dispatched_s = TicketState.HELD, None, None
+        self._update(program.program_id, waiting=True)
+        self._route(program, ticket)
+        self.control(TICK)
+        return True
+
+    def release(self, program_id: ProgramId) -> bool:
+        """End a program (client's release call). Its held requests fail; requests in
+        flight run to completion and are recorded. False if unknown."""
+        program = self.programs.get(program_id)
+        if program is None:
+            return False
+        self._reject_held(program, RELEASED)
+        self._terminate(program)
+        self.control(Trigger(TriggerKind.RELEASE, program_id))
+        return True
+
+    def reclaim_idle(self, idle_timeout_s: float) -> list[ProgramId]:
+        """Release programs with nothing in flight or held and no request for
+        ``idle_timeout_s``: their client is presumed gone without a release."""
+        now = self.clock()
+        stale = [p for p in self.programs.values()
+                 if not p.in_flight and not p.held and now - p.last_seen_s > idle_timeout_s]
+        for program in stale:
+            log.warning("program %s idle for %.0f s without release: reclaimed", program.program_id,
+                        now - program.last_seen_s)
+            self._log("reclaim", program.program_id, self.views[program.program_id].backend, "idle timeout")
+            self._terminate(program)
+            self.control(Trigger(TriggerKind.RELEASE, program.program_id))
+        return [p.program_id for p in stale]
+
+    def update_backend(self, backend_id: BackendId, state: BackendState) -> None:
+        """New adapter reading. A change of health or capacity runs a control step;
+        when no backend is healthy any more, every held request fails at once."""
+        before = self.backends[backend_id]
+        self.backends[backend_id] = state
+        if before.healthy == state.healthy and before.capacity_tokens == state.capacity_tokens:
+            return
+        if before.healthy and not state.healthy:
+            log.warning("backend %d (%s) is unhealthy: %s", backend_id, state.url, state.reason)
+        elif state.healthy and not before.healthy:
+            log.info("backend %d (%s) is healthy", backend_id, state.url)
+        if not self.any_healthy():
+            for program in [p for p in self.programs.values() if p.held]:
+                self._reject_held(program, NO_BACKEND)
+                if program.program_id in self.programs:
+                    self._settle(program)
+        self.control(TICK)
+
+    def _reject_held(self, program: LiveProgram, reason: str) -> None:
+        for ticket in program.held:
+            ticket.state = TicketState.FINISHED
+            self.records.outcomes["rejected"] += 1
+            self.on_reject(ticket, reason)
+        program.held.clear()
+
+    # -- control: the policy decides, we apply -----------------------------------------
+
+    def tick(self) -> list[Decision]:
+        return self.control(TICK)
+
+    def control(self, trigger: Trigger) -> list[Decision]:
+        decisions = list(self.policy.decide(self.snapshot(), trigger))
+        for decision in decisions:
+            self.apply(decision)
+        return decisions
+
+    def apply(self, decision: Decision) -> None:
+        program = self.programs.get(decision.program_id)
+        if program is None:
+            return  # released in the meantime
+        view = self.views[program.program_id]
+        if isinstance(decision, Pause):
+            if view.status is not Status.ACTIVE:
+                return
+            if view.phase is Phase.REASONING and program.in_flight:
+                self._update(program.program_id, marked_for_pause=True)
+                self._log("mark", program.program_id, view.backend)
+            else:
+                self._pause(program, reason="policy")
+        elif isinstance(decision, Restore):
+            if view.status is not Status.PAUSED:
+                return
+            self._activate(program, decision.backend)
+            self._log("restore", program.program_id, decision.backend)
+            for ticket in list(program.held):
+                self._dispatch(program, ticket, decision.backend)
+        elif isinstance(decision, Pin):
+            backend = view.backend if view.backend is not None else program.last_backend
+            if backend is not None:
+                # vLLM has no API to make cached blocks unevictable: recorded, not enforced.
+                program.pinned_until_s = decision.until_s
+                self._log("pin", program.program_id, backend, "recorded only: not enforceable on vLLM")
+
+    def _pause(self, program: LiveProgram, reason: str) -> None:
+        view = self.views[program.program_id]
+        now = self.clock()
+        self._update(program.program_id, status=Status.PAUSED, backend=None, marked_for_pause=False,
+                     paused_since_s=now)
+        program.pauses += 1
+        self._log("pause", program.program_id, view.backend, reason)
+
+    def _activate(self, program: LiveProgram, backend: BackendId) -> None:
+        view = self.views[program.program_id]
+        if view.status is Status.PAUSED and not view.is_new:
+            program.restores += 1
+            if program.last_backend is not None and backend != program.last_backend:
+                program.migrations += 1
+                self._log("migrate", program.program_id, backend)
+        self._update(program.program_id, status=Status.ACTIVE, backend=backend, paused_since_s=None)
+
+    def _dispatch(self, program: LiveProgram, ticket: Ticket, backend: BackendId) -> None:
+        now = self.clock()
+        if ticket in program.held:
+            program.held.remove(ticket)
+        ticket.state, ticket.backend, ticket.dispatched_s = TicketState.DISPATCHED, backend, now
+        ticket.tokens = self.views[program.program_id].context_tokens
+        self._running_tokens[backend] += ticket.tokens
+        self._running_requests[backend] += 1
+        program.in_flight += 1
+        program.queue_s += now - ticket.ready_s
+        program.last_backend = backend
+        if program.started_s is None:
+            program.started_s = now
+        self._update(program.program_id, waiting=bool(program.held))
+        self.records.queue_wait.observe(now - ticket.ready_s)
+        self.on_dispatch(ticket)
+
+    def _undispatch(self, ticket: Ticket) -> None:
+        backend = ticket.backend
+        assert backend is not None
+        self._running_tokens[backend] -= ticket.tokens
+        self._running_requests[backend] -= 1
+        ticket.state = TicketState.FINISHED
+
+    def _terminate(self, program: LiveProgram) -> None:
+        view = self.views.pop(program.program_id)
+        del self.programs[program.program_id]
+        self.records.programs.append({
+            "program_id": program.program_id, "arrived_s": program.arrived_s, "started_s": program.started_s,
+            "finished_s": self.clock(), "steps": view.steps_done,
+            "pauses": program.pauses, "restores": program.restores, "migrations": program.migrations,
+            "queue_s": program.queue_s, "last_backend": program.last_backend,
+        })
+
+    # -- records ----------------------------------------------------------------------
+
+    def _block_size(self, backend: BackendId | None) -> int:
+        return max(1, self.backends[backend].block_size) if backend is not None else 1
+
+    def _log(self, action: str, program_id: ProgramId, backend: BackendId | None, reason: str = "") -> None:
+        self.records.decision(self.clock(), action, program_id, backend, reason)

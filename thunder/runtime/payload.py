@@ -1,0 +1,140 @@
+"""Request and response bodies: read the few fields the proxy needs, touch nothing else.
+
+A request body is parsed once, to find ``program_id`` (and whether it
+streams). It is re-serialised only when it must change: to strip the proxy's
+own fields (``program_id``, ``program_release``), which vLLM would warn about,
+and to add ``stream_options.include_usage`` to a stream, without which a
+stream carries no token counts. Otherwise the client's bytes go out as they
+came.
+
+A response is never parsed whole: ``find_usage`` looks for the last
+``"usage": {...}`` object in the last bytes of the body (``Tail``). That is
+the final SSE event of a stream, or the end of a JSON completion. Inside a
+JSON string every quote is escaped, so an unescaped ``"usage"`` key cannot
+come from generated text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from thunder.runtime.state import Usage
+
+PROGRAM_FIELD = "program_id"
+RELEASE_FIELD = "program_release"
+TAIL_BYTES = 16 * 1024  # usage plus what vLLM writes after it fits easily
+
+_USAGE_KEY = re.compile(rb'(?<!\\)"usage"\s*:\s*\{')
+_DECODER = json.JSONDecoder()
+
+
+class BadRequest(ValueError):
+    """The client's request is malformed: answered with a 4xx JSON error."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    body: bytes  # what goes to the backend
+    program_id: str | None
+    stream: bool
+    release: bool  # release the program once this response is complete
+    estimate_tokens: int  # context size guess before any usage is known
+
+
+def _program_id(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRequest(f"{where} must be a string, got {type(value).__name__}", param=PROGRAM_FIELD)
+    text = str(value).strip()
+    if not text or len(text) > 256:
+        raise BadRequest(f"{where} must be 1 to 256 characters", param=PROGRAM_FIELD)
+    return text
+
+
+def prepare(raw: bytes, header_program_id: str | None, header_release: bool = False) -> PreparedRequest:
+    """Parse a completion request body; raise ``BadRequest`` with a clear reason."""
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(payload).__name__}")
+    changed = False
+    program_id = None
+    if header_program_id is not None:
+        program_id = _program_id(header_program_id, "X-Program-Id header")
+    if PROGRAM_FIELD in payload:
+        from_body = _program_id(payload.pop(PROGRAM_FIELD), "program_id")
+        changed = True
+        if program_id is not None and program_id != from_body:
+            raise BadRequest(f"program_id {from_body!r} in the body differs from X-Program-Id {program_id!r}",
+                             param=PROGRAM_FIELD)
+        program_id = from_body
+    release = header_release
+    if RELEASE_FIELD in payload:
+        flag = payload.pop(RELEASE_FIELD)
+        changed = True
+        if not isinstance(flag, bool):
+            raise BadRequest(f"{RELEASE_FIELD} must be true or false", param=RELEASE_FIELD)
+        release = release or flag
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest(f"stream must be true or false, got {type(stream).__name__}", param="stream")
+    if stream:
+        options = payload.get("stream_options")
+        if options is None:
+            payload["stream_options"] = {"include_usage": True}
+            changed = True
+        elif not isinstance(options, dict):
+            raise BadRequest("stream_options must be an object", param="stream_options")
+        elif options.get("include_usage") is not True:
+            options["include_usage"] = True
+            changed = True
+    if release and program_id is None:
+        raise BadRequest(f"{RELEASE_FIELD} needs a program_id", param=RELEASE_FIELD)
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() if changed else raw
+    return PreparedRequest(body=body, program_id=program_id, stream=stream, release=release,
+                           estimate_tokens=max(1, len(raw) // 4))
+
+
+class Tail:
+    """The last ``TAIL_BYTES`` (at least) of a response body, kept as it streams by."""
+
+    __slots__ = ("_chunks", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while len(self._chunks) > 1 and self._size - len(self._chunks[0]) >= TAIL_BYTES:
+            self._size -= len(self._chunks.pop(0))
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+def find_usage(data: bytes) -> Usage | None:
+    """The last ``usage`` object in ``data`` (None if absent or not parseable)."""
+    match = None
+    for match in _USAGE_KEY.finditer(data):
+        pass
+    if match is None:
+        return None
+    try:
+        usage, _ = _DECODER.raw_decode(data[match.end() - 1:].decode("utf-8", "replace"))
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
