@@ -278,6 +278,64 @@ def compare_command(
         typer.echo(f"wrote {path}")
 
 
+@app.command("run")
+def run_command(
+    trace: Path = typer.Option(Path("traces/swebench.jsonl"), "--trace", help="Trace file (format v1)."),
+    endpoint: str = typer.Option(..., "--endpoint", help="Base URL of a thunder proxy or a vLLM server."),
+    parallel: int = typer.Option(8, "--parallel", min=1, help="Programs running at once (closed loop)."),
+    time_scale: float = typer.Option(1.0, "--time-scale", min=0.0, help="Multiply every tool time."),
+    token_scale: float = typer.Option(1.0, "--token-scale", min=0.0001, help="Multiply every token count."),
+    programs: int | None = typer.Option(None, "--programs", min=1, help="Replay only the first N programs."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Replay only the first N steps of each."),
+    model: str | None = typer.Option(None, "--model", help="Model name (default: the endpoint's first)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic token ids."),
+    out: Path | None = typer.Option(None, "--out", help="Write the steps/programs tables here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Replay a trace against a live endpoint and print the same summary as `simulate`."""
+    import asyncio
+    import dataclasses
+    import json
+
+    from thunder.metrics import build_tables, format_summary, summarize, write_tables
+    from thunder.runtime.replay import ReplayConfig, ReplayError, replay
+    from thunder.trace import load_trace
+
+    try:
+        selected = list(load_trace(trace).programs)
+    except TraceError as exc:
+        _fail(str(exc))
+        return
+    if programs is not None:
+        selected = selected[:programs]
+    if max_steps is not None:
+        selected = [dataclasses.replace(p, steps=p.steps[:max_steps]) for p in selected]
+    config = ReplayConfig(endpoint=endpoint.rstrip("/"), parallel=parallel, time_scale=time_scale,
+                          token_scale=token_scale, model=model, seed=seed)
+    total = sum(len(p.steps) for p in selected)
+    try:
+        with typer.progressbar(length=total, label="replaying", file=sys.stderr) as bar:
+            result = asyncio.run(replay(selected, config, on_step=lambda: bar.update(1)))
+    except ReplayError as exc:
+        _fail(str(exc))
+        return
+    tables = build_tables(result.steps, result.programs, [], [])
+    summary = summarize(tables, None, result.duration_s, policy="(live)", parallel=parallel, replicas="?",
+                        preset=f"live {result.model}", endpoint=endpoint, token_scale=token_scale,
+                        time_scale=time_scale, failures=len(result.failures),
+                        synthetic_reply_steps=result.synthetic_reply_steps)
+    if out is not None:
+        write_tables(tables, out, summary)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        typer.echo(format_summary(summary))
+    for failure in result.failures:
+        typer.echo(f"failed: {failure}", err=True)
+    if result.failures:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -55,8 +55,16 @@ def memory_imbalance(timeseries: pd.DataFrame, column: str = "running_tokens") -
     return grouped.max() - grouped.min()
 
 
-def summarize(tables: RunTables, ledger: CostLedger, duration_s: float, **context: Any) -> dict[str, Any]:
-    """The numbers every run reports (see the design map): one flat dict."""
+def _total(frame: pd.DataFrame, column: str) -> float:
+    """Sum of a column that a live run may leave empty (unknown there)."""
+    if frame.empty or column not in frame:
+        return 0.0
+    return float(pd.to_numeric(frame[column], errors="coerce").fillna(0).sum())
+
+
+def summarize(tables: RunTables, ledger: CostLedger | None, duration_s: float, **context: Any) -> dict[str, Any]:
+    """The numbers every run reports (see the design map): one flat dict.
+    ``ledger`` is None where the space-time split cannot be observed (live runs)."""
     steps = tables.steps
     n_steps = len(steps)
     prompt = float(steps["prompt_tokens"].sum()) if n_steps else 0.0
@@ -71,11 +79,11 @@ def summarize(tables: RunTables, ledger: CostLedger, duration_s: float, **contex
         "duration_s": duration_s,
         "steps_per_min": n_steps / duration_s * 60.0 if duration_s > 0 else 0.0,
         "kv_hit_rate": cached / prompt if prompt else 0.0,
-        "recompute_tokens": int(steps["recompute_tokens"].sum()) if n_steps else 0,
+        "recompute_tokens": int(_total(steps, "recompute_tokens")),
         "pauses": int(actions.get("pause", 0)),
         "restores": int(actions.get("restore", 0)),
         "migrations": int(actions.get("migrate", 0)),
-        "preemptions": int(steps["preemptions"].sum()) if n_steps else 0,
+        "preemptions": int(_total(steps, "preemptions")),
         "mean_step_latency_s": float(latency.mean()) if n_steps else 0.0,
         "p95_step_latency_s": float(np.percentile(latency, 95)) if n_steps else 0.0,
         "mean_queue_s": float(steps["queue_s"].mean()) if n_steps else 0.0,
@@ -83,8 +91,9 @@ def summarize(tables: RunTables, ledger: CostLedger, duration_s: float, **contex
         "imbalance_mean": float(imbalance.mean()) if len(imbalance) else 0.0,
         "imbalance_peak": float(imbalance.max()) if len(imbalance) else 0.0,
     })
-    for term, share in ledger.shares().items():
-        summary[f"cost_{term}"] = share
+    if ledger is not None:
+        for term, share in ledger.shares().items():
+            summary[f"cost_{term}"] = share
     return summary
 
 
@@ -97,7 +106,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"({summary['steps']} steps, {summary['programs_finished']} programs, "
         f"{summary['duration_s']:.0f} s simulated)",
         f"  KV hit rate     {summary['kv_hit_rate']:.3f} (cached prompt tokens / prompt tokens)",
-        "  cost (STP)      " + "  ".join(f"{t} {summary[f'cost_{t}']:.1%}" for t in COST_TERMS),
+        ("  cost (STP)      " + "  ".join(f"{t} {summary[f'cost_{t}']:.1%}" for t in COST_TERMS)
+         if "cost_decode" in summary else "  cost (STP)      not observable in this run"),
         f"  scheduling      pauses {summary['pauses']}  restores {summary['restores']}  "
         f"migrations {summary['migrations']}  preemptions {summary['preemptions']}",
         f"  step latency    mean {summary['mean_step_latency_s']:.2f} s  p95 {summary['p95_step_latency_s']:.2f} s  "
