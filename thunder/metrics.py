@@ -14,6 +14,7 @@ Tables (one row per ...):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -122,6 +123,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def write_tables(tables: RunTables, out_dir: Path, summary: dict[str, Any], fmt: str = "csv") -> list[Path]:
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown table format {fmt!r}: use csv or parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in ("steps", "programs", "timeseries", "decisions"):
@@ -133,7 +136,6 @@ def write_tables(tables: RunTables, out_dir: Path, summary: dict[str, Any], fmt:
             frame.to_csv(path, index=False)
         written.append(path)
     summary_path = out_dir / "summary.json"
-    import json
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     written.append(summary_path)
     return written
