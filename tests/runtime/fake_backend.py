@@ -37,12 +37,15 @@ class FakeBackend:
     """A vLLM stand-in. ``delay_s`` before the first byte, ``chunk_delay_s`` between stream chunks."""
 
     def __init__(self, num_gpu_blocks: int = 1024, block_size: int = 16, delay_s: float = 0.0,
-                 chunk_delay_s: float = 0.0, metrics: bool = True) -> None:
+                 chunk_delay_s: float = 0.0, metrics: bool = True, cache_info: bool = True,
+                 break_after: int | None = None) -> None:
         self.num_gpu_blocks = num_gpu_blocks
         self.block_size = block_size
         self.delay_s = delay_s
         self.chunk_delay_s = chunk_delay_s
         self.metrics_enabled = metrics
+        self.cache_info = cache_info  # False: a /metrics page without vllm:cache_config_info
+        self.break_after = break_after  # streams: drop the connection after this many chunks
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.active = 0
@@ -117,6 +120,9 @@ class FakeBackend:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for index in range(usage["completion_tokens"]):
+            if index == self.break_after and request.transport is not None:
+                request.transport.close()  # a crash mid-response
+                return response
             chunk = {"id": "fake-1", "object": "chat.completion.chunk", "model": "fake",
                      "choices": [{"index": 0, "delta": {"content": f"t{index}"}, "finish_reason": None}]}
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
@@ -145,8 +151,11 @@ class FakeBackend:
         lines = [
             "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig",
             "# TYPE vllm:cache_config_info gauge",
-            f'vllm:cache_config_info{{block_size="{self.block_size}",cache_dtype="auto",enable_prefix_caching="True",'
-            f'num_gpu_blocks="{self.num_gpu_blocks}",engine="0"}} 1.0',
+        ]
+        if self.cache_info:
+            lines.append(f'vllm:cache_config_info{{block_size="{self.block_size}",cache_dtype="auto",'
+                         f'enable_prefix_caching="True",num_gpu_blocks="{self.num_gpu_blocks}",engine="0"}} 1.0')
+        lines += [
             f'vllm:num_requests_running{{engine="0",model_name="fake"}} {float(self.active)}',
             'vllm:num_requests_waiting{engine="0",model_name="fake"} 0.0',
             'vllm:kv_cache_usage_perc{engine="0",model_name="fake"} 0.25',

@@ -91,8 +91,10 @@ def replayed(outcome, sim_policy, programs, replicas, options):
         events.append((row["ready_s"], route_order[row["program_id"]][row["step"]], "ready", row))
         events.append((row["done_s"], len(routed) + order, "done", row))
     end_s = max(e[0] for e in events)
-    ticks = int(end_s / INTERVAL_S)
-    events += [(k * INTERVAL_S, -1, "tick", None) for k in range(1, ticks + 1)]
+    tick_s = INTERVAL_S  # summed like SimPy's timeouts, so the floats match exactly
+    while tick_s <= end_s:
+        events.append((tick_s, -1, "tick", None))
+        tick_s += INTERVAL_S
     heapq.heapify(events)
     tickets = {}
     while events:
@@ -113,11 +115,11 @@ def replayed(outcome, sim_policy, programs, replicas, options):
     return cluster, policy
 
 
-@pytest.mark.parametrize("replicas,num_blocks", [(1, 64), (2, 48)])
-def test_live_cluster_makes_the_simulators_decisions(replicas, num_blocks):
+@pytest.mark.parametrize("replicas,num_blocks,decay_base", [(1, 64, 1.0), (2, 48, 1.0), (1, 64, 2.0)])
+def test_live_cluster_makes_the_simulators_decisions(replicas, num_blocks, decay_base):
     programs = [growing(pid, 200 + 40 * i, 5, output=80, tool_s=0.5 + 0.11 * i)
                 for i, pid in enumerate("abcd")]
-    options = {"decay_base": 1.0}
+    options = {"decay_base": decay_base}
     outcome, sim_policy = simulated(programs, replicas, num_blocks, options)
     cluster, live_policy = replayed(outcome, sim_policy, programs, replicas, options)
     sim_decisions = [d[:4] for d in outcome.cluster.records.decisions]

@@ -200,3 +200,44 @@ def test_held_requests_fail_at_once_when_the_last_backend_dies():
                 assert status == 503 and body["error"]["type"] == "rejected"
                 assert no_state_left(server) and "b" not in server.cluster.views
     run(scenario())
+
+
+def test_releasing_a_program_while_its_request_is_held_answers_409():
+    async def scenario():
+        fake = FakeBackend(**ONE_PROGRAM)
+        await fake.start()
+        async with running_proxy([fake.url], policy="thunder", options=NO_DECAY) as server:
+            async with aiohttp.ClientSession(proxy_url(server)) as client:
+                await post(client, "a")
+                held = asyncio.create_task(post(client, "b"))
+                await eventually(lambda: server.admission.waiting == 1)
+                async with client.post("/programs/b/release") as response:
+                    assert response.status == 200
+                status, body = await asyncio.wait_for(held, 3.0)
+                assert status == 409 and body["error"]["type"] == "program_released"
+                assert no_state_left(server) and list(server.cluster.views) == ["a"]
+        await fake.stop()
+    run(scenario())
+
+
+def test_a_backend_breaking_off_mid_stream_breaks_the_clients_stream_too():
+    async def scenario():
+        fake = FakeBackend(break_after=2)
+        await fake.start()
+        async with running_proxy([fake.url]) as server:
+            async with aiohttp.ClientSession(proxy_url(server)) as client:
+                await post(client, "b")  # non-streaming: unaffected
+                body = {**BIG, "program_id": "b", "stream": True, "max_tokens": 10}
+                async with client.post("/v1/chat/completions", json=body) as response:
+                    assert response.status == 200
+                    try:
+                        await response.read()
+                        broken = False
+                    except aiohttp.ClientPayloadError:
+                        broken = True
+                assert broken  # never a short stream that looks complete
+                await eventually(lambda: server.cluster.programs["b"].in_flight == 0)
+                assert server.cluster.views["b"].phase is Phase.ACTING
+                assert server.records.outcomes["upstream_error"] == 1 and no_state_left(server)
+        await fake.stop()
+    run(scenario())

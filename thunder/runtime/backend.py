@@ -24,6 +24,7 @@ import asyncio
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from thunder.runtime.config import ServeConfig
 from thunder.runtime.prometheus import Sample, first, parse_text, total
@@ -84,16 +85,30 @@ class BackendClient:
         self.state = BackendState(self.url)
         self.stats = EngineStats()
         self.failures = 0
+        self._urls: dict[str, URL] = {}
+
+    def url_for(self, path_qs: str) -> URL:
+        """The backend URL for a proxied path, parsed once per distinct path."""
+        url = self._urls.get(path_qs)
+        if url is None:
+            url = URL(self.url + path_qs)
+            if len(self._urls) < 64:  # paths with query strings could be unbounded
+                self._urls[path_qs] = url
+        return url
 
     async def start(self) -> None:
+        # Idle connections are dropped after 4 s, before vLLM's server (uvicorn, 5 s) drops
+        # them: reusing one the server is closing would fail a request for nothing.
         connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0,
-                                         keepalive_timeout=30.0, enable_cleanup_closed=False)
+                                         keepalive_timeout=4.0)
         # No total timeout: a long generation is fine as long as bytes keep coming.
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                         sock_read=self.config.read_timeout_s)
-        # Bytes are forwarded as they came: no decompression, no cookies kept between clients.
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                             cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+        # Bytes are forwarded as they came: no compression asked for (the proxy reads
+        # usage from the raw tail), none undone, no cookies kept between clients.
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
 
     async def close(self) -> None:
         if self.session is not None:

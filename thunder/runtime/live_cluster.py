@@ -66,6 +66,12 @@ class LiveCluster:
     def any_healthy(self) -> bool:
         return any(b.healthy for b in self.backends)
 
+    def _owner(self, ticket: Ticket) -> LiveProgram | None:
+        """The ticket's program if it still exists: a program released and then
+        named again is a new program, and the old one's requests are not its."""
+        program = self.programs.get(ticket.program_id)
+        return program if program is not None and program is ticket.owner else None
+
     def _update(self, program_id: ProgramId, **changes: Any) -> Program:
         view = dataclasses.replace(self.views[program_id], **changes)
         self.views[program_id] = view
@@ -89,7 +95,7 @@ class LiveCluster:
         if was_acting and program.last_step is not None:
             program.last_step["tool_s"] = now - program.last_step["done_s"]
         ticket = Ticket(self._request_ids, program.program_id, view.steps_done, now, program.known_tokens,
-                        tool=tool)
+                        tool=tool, owner=program)
         program.last_seen_s = now
         self._update(program.program_id, phase=Phase.REASONING, waiting=True,
                      phase_since_s=now if was_acting or new else view.phase_since_s)
@@ -103,6 +109,8 @@ class LiveCluster:
         one_turn = program_id is None
         if program_id is None:
             program_id = f"one-turn-{self._request_ids}"
+            while program_id in self.programs:  # a client may have chosen that name itself
+                program_id += "'"
         program = LiveProgram(program_id=program_id, arrived_s=now, one_turn=one_turn, last_seen_s=now)
         self.programs[program_id] = program
         self.views[program_id] = Program(
@@ -139,7 +147,7 @@ class LiveCluster:
         self.records.outcomes["ok"] += 1
         row = step_row(ticket, usage, now, self._block_size(ticket.backend))
         self.records.step(row)
-        program = self.programs.get(ticket.program_id)
+        program = self._owner(ticket)
         if program is None:
             return  # released while its request ran
         program.in_flight -= 1
@@ -167,7 +175,7 @@ class LiveCluster:
         completed a step, or a one-turn one, is dropped: nothing of it remains."""
         if ticket.state is TicketState.FINISHED:
             return
-        program = self.programs.get(ticket.program_id)
+        program = self._owner(ticket)
         if ticket.state is TicketState.HELD:
             if program is not None:
                 program.held.remove(ticket)
@@ -201,7 +209,7 @@ class LiveCluster:
     def requeue(self, ticket: Ticket) -> bool:
         """Its backend refused the connection: route the request again. False if
         its program is gone (the caller then fails the request)."""
-        program = self.programs.get(ticket.program_id)
+        program = self._owner(ticket)
         if ticket.state is not TicketState.DISPATCHED or program is None:
             return False
         self._undispatch(ticket)
@@ -249,11 +257,15 @@ class LiveCluster:
         elif state.healthy and not before.healthy:
             log.info("backend %d (%s) is healthy", backend_id, state.url)
         if not self.any_healthy():
-            for program in [p for p in self.programs.values() if p.held]:
-                self._reject_held(program, NO_BACKEND)
-                if program.program_id in self.programs:
-                    self._settle(program)
+            self.reject_held(NO_BACKEND)
         self.control(TICK)
+
+    def reject_held(self, reason: str) -> None:
+        """Fail every held request now (no backend left, or the proxy stops)."""
+        for program in [p for p in self.programs.values() if p.held]:
+            self._reject_held(program, reason)
+            if program.program_id in self.programs:
+                self._settle(program)
 
     def _reject_held(self, program: LiveProgram, reason: str) -> None:
         for ticket in program.held:
@@ -310,6 +322,8 @@ class LiveCluster:
 
     def _activate(self, program: LiveProgram, backend: BackendId) -> None:
         view = self.views[program.program_id]
+        if view.status is Status.ACTIVE and view.backend == backend and view.paused_since_s is None:
+            return  # already there: the common case of a program's next request
         if view.status is Status.PAUSED and not view.is_new:
             program.restores += 1
             if program.last_backend is not None and backend != program.last_backend:

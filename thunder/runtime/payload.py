@@ -100,7 +100,16 @@ def prepare(raw: bytes, header_program_id: str | None, header_release: bool = Fa
         raise BadRequest(f"{RELEASE_FIELD} needs a program_id", param=RELEASE_FIELD)
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() if changed else raw
     return PreparedRequest(body=body, program_id=program_id, stream=stream, release=release,
-                           estimate_tokens=max(1, len(raw) // 4))
+                           estimate_tokens=estimate_tokens(payload, raw))
+
+
+def estimate_tokens(payload: dict, raw: bytes) -> int:
+    """Context size before any ``usage`` is known: exact for a prompt of token ids,
+    else about 4 bytes of JSON per token."""
+    prompt = payload.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        return len(prompt)
+    return max(1, len(raw) // 4)
 
 
 class Tail:

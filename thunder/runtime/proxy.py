@@ -32,7 +32,7 @@ from thunder.runtime.backend import BackendClient
 from thunder.runtime.live_cluster import LiveCluster
 from thunder.runtime.payload import BadRequest, PreparedRequest, Tail, find_usage, prepare
 from thunder.runtime.records import Histogram
-from thunder.runtime.state import RELEASED, Ticket
+from thunder.runtime.state import RELEASED, SHUTTING_DOWN, Ticket
 
 # Proxy overhead histogram bounds (s): sub-millisecond is the target.
 OVERHEAD_BOUNDS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
@@ -47,7 +47,12 @@ def error_response(status: int, message: str, kind: str, param: str | None = Non
 
 
 class BackendRefused(Exception):
-    """The backend could not be reached before any response byte arrived."""
+    """No response byte arrived: the backend refused the connection (``down``),
+    or a kept-alive connection closed under us (worth one more try)."""
+
+    def __init__(self, message: str, down: bool) -> None:
+        super().__init__(message)
+        self.down = down
 
 
 class Proxy:
@@ -103,15 +108,20 @@ class Proxy:
                 self.cluster.request_failed(ticket, "hold_timeout")
                 return error_response(503, str(exc), "hold_timeout")
             except Rejected as exc:
-                status, kind = (409, "program_released") if str(exc) == RELEASED else (503, "rejected")
+                status, kind = {RELEASED: (409, "program_released"),
+                                SHUTTING_DOWN: (503, "shutting_down")}.get(str(exc), (503, "rejected"))
                 return error_response(status, f"request not served: {exc}", kind)
             try:
                 return await self._forward(request, ticket, prepared, backend_id)
             except BackendRefused as exc:
-                self.cluster.update_backend(backend_id, self.backends[backend_id].mark_down(str(exc)))
-                if not self.cluster.any_healthy() or not self.cluster.requeue(ticket):
+                if exc.down:
+                    self.cluster.update_backend(backend_id, self.backends[backend_id].mark_down(str(exc)))
+                if not self.cluster.any_healthy():
                     self.cluster.request_failed(ticket, "rejected")
                     return self._no_backend()
+                if not self.cluster.requeue(ticket):
+                    self.cluster.request_failed(ticket, "rejected")
+                    return error_response(409, f"request not served: {RELEASED}", "program_released")
         self.cluster.request_failed(ticket, "upstream_error")
         return error_response(502, "every backend tried refused the connection", "backend_unreachable")
 
@@ -125,10 +135,11 @@ class Proxy:
             if value is not None:
                 headers[name] = value
         try:
-            upstream = await backend.session.post(backend.url + request.path_qs, data=prepared.body,
+            upstream = await backend.session.post(backend.url_for(request.path_qs), data=prepared.body,
                                                   headers=headers)
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-            raise BackendRefused(f"{type(exc).__name__}: {exc}") from None
+            raise BackendRefused(f"{type(exc).__name__}: {exc}",
+                                 down=isinstance(exc, aiohttp.ClientConnectorError)) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.cluster.request_failed(ticket, "upstream_error")
             return error_response(504 if isinstance(exc, asyncio.TimeoutError) else 502,
@@ -146,13 +157,13 @@ class Proxy:
         headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json"),
                    "X-Program-Id": ticket.program_id}
         tail = Tail()
+        response: web.StreamResponse | None = None
         try:
             chunk = await upstream.content.readany()
             self.cluster.first_token(ticket)
             if not prepared.stream and upstream.content.at_eof():
                 # The whole body came in one read (the usual non-streaming case): one
                 # response, one send, instead of headers and body separately.
-                tail.add(chunk)
                 self.cluster.request_done(ticket, find_usage(chunk), release=prepared.release)
                 return web.Response(body=chunk, headers=headers)
             response = web.StreamResponse(headers=headers)
@@ -161,17 +172,22 @@ class Proxy:
             await response.prepare(request)
             while chunk:
                 tail.add(chunk)
+                if upstream.content.at_eof():
+                    break  # the last chunk goes out with the end of the response, in one send
                 await response.write(chunk)
                 chunk = await upstream.content.readany()
-            await response.write_eof()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            # The backend broke off mid-response: the client must see a broken
-            # response, not a short one that looks complete.
-            self.cluster.request_failed(ticket, "upstream_error")
-            _drop_connection(request)
-            return response
-        except ConnectionResetError:
+            await response.write_eof(chunk)
+        except ConnectionResetError:  # first: aiohttp's client-reset error is also a ClientError
             self.cluster.request_failed(ticket, "aborted")  # the client went away mid-response
+            return response or web.Response(status=499)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.cluster.request_failed(ticket, "upstream_error")
+            if response is None:
+                return error_response(502, f"backend broke off its response: {type(exc).__name__}",
+                                      "backend_error")
+            # Mid-response: the client must see a broken response, not a short one
+            # that looks complete.
+            _drop_connection(request)
             return response
         self.cluster.request_done(ticket, find_usage(tail.data()), release=prepared.release)
         return response

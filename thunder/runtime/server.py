@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from thunder.runtime.config import ServeConfig
 from thunder.runtime.live_cluster import LiveCluster
 from thunder.runtime.proxy import Proxy
 from thunder.runtime.records import TABLES, LiveRecords
+from thunder.runtime.state import SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ class ProxyServer:
         await asyncio.gather(*(self._scrape(c) for c in self.clients))
         # handler_cancellation: a client that disconnects cancels its handler, which
         # closes the upstream request and frees the program's state at once.
-        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True,
+                                    shutdown_timeout=10.0)  # streams in flight get 10 s to finish
         await self._runner.setup()
         if sock is None:
             sock = socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET)
@@ -91,6 +94,7 @@ class ProxyServer:
         self._tasks += [asyncio.create_task(self._poll_loop(c)) for c in self.clients]
 
     async def stop(self) -> None:
+        self.cluster.reject_held(SHUTTING_DOWN)  # held clients get a 503 now, not at max_hold_s
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -137,8 +141,15 @@ async def serve_forever(config: ServeConfig, policy: Policy, export_dir: Path | 
     for index, state in enumerate(server.cluster.backends):
         if not state.healthy:
             log.warning("backend %d (%s) unhealthy: %s", index, state.url, state.reason)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # SIGTERM (what service managers send) stops as cleanly as Ctrl-C: tables still exported.
     try:
-        await asyncio.Event().wait()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    except (NotImplementedError, RuntimeError):  # no signal support (e.g. not the main thread)
+        pass
+    try:
+        await stop.wait()
     finally:
         await server.stop()
         if export_dir is not None:

@@ -17,6 +17,7 @@ from thunder.program import BackendId, ProgramId
 # Why held requests are failed (the proxy maps them to HTTP statuses).
 RELEASED = "program released while its request was held"
 NO_BACKEND = "no healthy backend"
+SHUTTING_DOWN = "the proxy is shutting down"
 
 
 class TicketState(Enum):
@@ -41,6 +42,7 @@ class Ticket:
     first_token_s: float | None = None
     hold_reason: str = ""
     tool: str | None = None  # the tool the client says follows this response, if it says
+    owner: LiveProgram | None = None  # the program it belongs to (ids can be reused after release)
 
 
 @dataclass(frozen=True, slots=True)
