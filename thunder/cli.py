@@ -182,7 +182,17 @@ def simulate_command(
     tool_time_scale: float = typer.Option(1.0, "--tool-time-scale", min=0.0, help="Multiply every tool time."),
     default_tool_s: float = typer.Option(0.0, "--default-tool-s", min=0.0,
                                          help="Tool time for steps whose trace has none."),
+    mode: str = typer.Option("closed", "--mode", help="closed (steady concurrency) or rollout (an RL batch: "
+                                                      "--programs start at t=0 and all run to the end)."),
+    rollout_programs: int | None = typer.Option(None, "--programs", min=1,
+                                                help="Rollout batch size (default: the whole trace)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Shuffle the trace's programs with this seed (0: as is)."),
     option: list[str] = typer.Option([], "--option", "-O", help="Policy option NAME=VALUE (repeatable)."),
+    tool_policy: str | None = typer.Option(
+        None, "--tool-policy", help="Model tool environments (disk, ports, setup time) with this policy: "
+                                    "keep, on-demand or program-aware (default: not modelled)."),
+    disk_capacity_gb: float | None = typer.Option(
+        None, "--disk-capacity-gb", min=0.0, help="The tool host's disk in GB (default: unlimited)."),
     out: Path | None = typer.Option(None, "--out", help="Write steps/programs/timeseries/decisions tables here."),
     fmt: str = typer.Option("csv", "--format", help="Table format: csv or parquet (parquet needs pyarrow)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -198,7 +208,10 @@ def simulate_command(
     cell = CellSpec(trace=str(trace), policy=policy, parallel=parallel, replicas=replicas,
                     preset=str(profile) if profile else preset, horizon_s=horizon_s, open_loop=open_loop,
                     tool_time_scale=tool_time_scale, default_tool_s=default_tool_s,
-                    policy_options=_parse_options(option))
+                    policy_options=_parse_options(option), mode=mode, programs=rollout_programs, seed=seed,
+                    tool_policy=tool_policy, disk_capacity_gb=disk_capacity_gb)
+    if disk_capacity_gb is not None and tool_policy is None:
+        _fail("--disk-capacity-gb needs --tool-policy (tool environments are not modelled without one)")
     try:
         if quiet or as_json:
             summary, tables = run_cell(cell, keep_tables=out is not None)
@@ -220,10 +233,17 @@ def simulate_command(
             write_tables(tables, out, summary, fmt=fmt)
         except ImportError as exc:
             _fail(f"--format {fmt} needs pyarrow: pip install 'thunder[parquet]', or use --format csv")
+    if out is not None and tables is not None and mode == "rollout":
+        from thunder.plots import memory_balance_plot
+        memory_balance_plot({policy: tables.timeseries}, out / "memory_balance.png",
+                            f"{policy}: {summary['rollout_programs']} programs on {replicas} replica(s)")
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
         typer.echo(format_summary(summary))
+        if mode == "rollout":
+            from thunder.rollout import format_rollout
+            typer.echo(format_rollout(summary))
         if out is not None:
             typer.echo(f"tables written to {out}/")
 
@@ -239,6 +259,14 @@ def compare_command(
     tool_time_scale: float = typer.Option(1.0, "--tool-time-scale", min=0.0, help="Multiply every tool time."),
     workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0 = one per core)."),
     out: Path = typer.Option(Path("results/compare"), "--out", help="Directory for results.csv and plots."),
+    executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray (one Ray task "
+                                                             "per cell)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to use (e.g. auto, ray://HOST:10001); "
+                                                               "default: start a local Ray instance."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; each shuffles the trace's program "
+                                                   "order (0: as is). Tables show the mean over seeds."),
+    mode: str = typer.Option("closed", "--mode", help="closed or rollout (then --parallel is ignored)."),
+    rollout_programs: int | None = typer.Option(None, "--programs", min=1, help="Rollout batch size."),
 ) -> None:
     """Run a policy x parallelism grid; print the table and write plots."""
     import os
@@ -254,21 +282,35 @@ def compare_command(
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
         _fail(f"--policies: unknown {', '.join(unknown)}; known: {', '.join(policy_names())}")
-    cells = [CellSpec(trace=str(trace), policy=name, parallel=n, replicas=replicas, preset=preset,
-                      horizon_s=horizon_s, tool_time_scale=tool_time_scale)
-             for n in _int_list(parallel, "--parallel") for name in names]
+    if executor not in ("local", "ray"):
+        _fail(f"--executor {executor!r}: expected local or ray")
+    seed_list = [int(v) for v in seeds.split(",") if v.strip()] if seeds.strip() else [0]
+    levels = [rollout_programs or 0] if mode == "rollout" else _int_list(parallel, "--parallel")
+    cells = [CellSpec(trace=str(trace), policy=name, parallel=max(1, n), replicas=replicas, preset=preset,
+                      horizon_s=horizon_s, tool_time_scale=tool_time_scale, mode=mode,
+                      programs=rollout_programs, seed=seed)
+             for seed in seed_list for n in levels for name in names]
     workers = workers or min(len(cells), os.cpu_count() or 1)
+
+    def report(s: dict) -> None:
+        typer.echo(f"  {s['policy']:>10} x{s['parallel']:<4} seed {s.get('seed', 0):<3} "
+                   f"{s['steps_per_min']:8.1f} steps/min  hit {s['kv_hit_rate']:.3f}", err=True)
+
     try:
-        results = run_grid(cells, workers=workers,
-                           on_result=lambda s: typer.echo(
-                               f"  {s['policy']:>10} x{s['parallel']:<4} {s['steps_per_min']:8.1f} steps/min  "
-                               f"hit {s['kv_hit_rate']:.3f}", err=True))
-    except (TraceError, SimulationError, ValueError) as exc:
+        if executor == "ray":
+            from thunder.sim.ray_grid import run_grid_ray
+            results = run_grid_ray(cells, address=address, on_result=report)
+        else:
+            results = run_grid(cells, workers=workers, on_result=report)
+    except (TraceError, SimulationError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
         return
     frame = pd.DataFrame(results)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
+    if len(seed_list) > 1:
+        from thunder.sweep import mean_over_seeds
+        frame = mean_over_seeds(frame)
     base = frame.loc[frame["policy"] == names[0]].set_index("parallel")["steps_per_min"]
     frame["speedup_vs_" + names[0]] = frame["steps_per_min"] / frame["parallel"].map(base)
     columns = ["policy", "parallel", "steps_per_min", "speedup_vs_" + names[0], "kv_hit_rate",
@@ -337,6 +379,50 @@ def run_command(
         typer.echo(f"failed: {failure}", err=True)
     if result.failures:
         raise typer.Exit(code=1)
+
+
+@app.command("serve")
+def serve_command(
+    backends: str = typer.Option(..., "--backends", help="vLLM base URLs, comma-separated."),
+    policy: str = typer.Option("thunder", "--policy", help="Scheduling policy: vllm, continuum, thunder."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8300, "--port", min=0, max=65535, help="Port to listen on."),
+    option: list[str] = typer.Option([], "--option", "-O", help="Policy option NAME=VALUE (repeatable)."),
+    max_hold_s: float = typer.Option(300.0, "--max-hold-s", min=0.001,
+                                     help="Longest a request is held for the policy before a 503."),
+    idle_timeout_s: float = typer.Option(1800.0, "--idle-timeout-s", min=0.001,
+                                         help="Reclaim a program with no request for this long."),
+    max_body_bytes: int = typer.Option(32 * 1024 * 1024, "--max-body-bytes", min=1,
+                                       help="Largest request body accepted (413 beyond)."),
+    capacity_tokens: int | None = typer.Option(None, "--capacity-tokens", min=1,
+                                               help="KV capacity per backend when /metrics does not say."),
+    export: Path | None = typer.Option(None, "--export", help="On shutdown, write steps/programs/decisions "
+                                                              "CSV tables into this folder."),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Run the OpenAI-compatible proxy in front of vLLM backends (Ctrl-C stops it)."""
+    import asyncio
+    import logging
+
+    from thunder.policies.registry import make_policy
+    from thunder.runtime.config import ServeConfig
+    from thunder.runtime.server import serve_forever
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        chosen = make_policy(policy, **dict(_parse_options(option)))
+        config = ServeConfig(backends=tuple(u.strip() for u in backends.split(",") if u.strip()), host=host,
+                             port=port, max_hold_s=max_hold_s, idle_timeout_s=idle_timeout_s,
+                             max_body_bytes=max_body_bytes, capacity_tokens=capacity_tokens)
+    except (TypeError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    try:
+        asyncio.run(serve_forever(config, chosen, export_dir=export))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -10,6 +10,8 @@ Tables (one row per ...):
 * ``timeseries``: backend x sample time: capacity, running, cached and
   program tokens, requests, queued programs.
 * ``decisions``: time, action, program, backend, reason.
+* ``environments`` and ``tool_timeseries``: only where tool environments
+  were modelled; see ``thunder.tool_metrics``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from thunder.cost import COST_TERMS, CostLedger
+from thunder.tool_metrics import format_tool_lines, tool_summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +34,14 @@ class RunTables:
     programs: pd.DataFrame
     timeseries: pd.DataFrame
     decisions: pd.DataFrame
+    environments: pd.DataFrame | None = None  # None: tool environments not modelled
+    tool_timeseries: pd.DataFrame | None = None
 
 
 def build_tables(steps: list[dict[str, Any]], programs: list[dict[str, Any]],
-                 timeseries: list[dict[str, Any]], decisions: Iterable[tuple]) -> RunTables:
+                 timeseries: list[dict[str, Any]], decisions: Iterable[tuple],
+                 environments: list[dict[str, Any]] | None = None,
+                 tool_timeseries: list[dict[str, Any]] | None = None) -> RunTables:
     step_df = pd.DataFrame(steps)
     if not step_df.empty:
         step_df["queue_s"] = step_df["dispatched_s"] - step_df["ready_s"]
@@ -43,7 +50,9 @@ def build_tables(steps: list[dict[str, Any]], programs: list[dict[str, Any]],
         step_df["decode_s"] = step_df["done_s"] - step_df["first_token_s"]
         step_df["latency_s"] = step_df["done_s"] - step_df["ready_s"]
     decision_df = pd.DataFrame(list(decisions), columns=["time_s", "action", "program_id", "backend", "reason"])
-    return RunTables(step_df, pd.DataFrame(programs), pd.DataFrame(timeseries), decision_df)
+    tools = {} if environments is None else {
+        "environments": pd.DataFrame(environments), "tool_timeseries": pd.DataFrame(tool_timeseries or [])}
+    return RunTables(step_df, pd.DataFrame(programs), pd.DataFrame(timeseries), decision_df, **tools)
 
 
 def memory_imbalance(timeseries: pd.DataFrame, column: str = "running_tokens") -> pd.Series:
@@ -95,6 +104,8 @@ def summarize(tables: RunTables, ledger: CostLedger | None, duration_s: float, *
     if ledger is not None:
         for term, share in ledger.shares().items():
             summary[f"cost_{term}"] = share
+    if tables.environments is not None and tables.tool_timeseries is not None:
+        summary.update(tool_summary(tables.environments, tables.tool_timeseries, tables.decisions, duration_s))
     return summary
 
 
@@ -116,6 +127,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  imbalance       mean {summary['imbalance_mean']:.3f}  peak {summary['imbalance_peak']:.3f} "
         "(max - min share of KV in use across replicas)",
     ]
+    lines.extend(format_tool_lines(summary))
     if summary.get("steps_without_tool_time"):
         lines.append(f"  note            {summary['steps_without_tool_time']} steps had no tool time in the "
                      "trace (default tool time used)")
@@ -127,7 +139,8 @@ def write_tables(tables: RunTables, out_dir: Path, summary: dict[str, Any], fmt:
         raise ValueError(f"unknown table format {fmt!r}: use csv or parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("steps", "programs", "timeseries", "decisions"):
+    tool_tables = tuple(n for n in ("environments", "tool_timeseries") if getattr(tables, n) is not None)
+    for name in ("steps", "programs", "timeseries", "decisions", *tool_tables):
         frame: pd.DataFrame = getattr(tables, name)
         path = out_dir / f"{name}.{ 'parquet' if fmt == 'parquet' else 'csv'}"
         if fmt == "parquet":

@@ -9,7 +9,7 @@ from thunder.policies.registry import POLICIES
 
 
 def test_every_named_policy_builds_with_defaults():
-    assert policy_names() == ["continuum", "thunder", "vllm"]
+    assert policy_names() == ["autellix", "continuum", "gateway", "power-of-two", "thunder", "vllm"]
     for name in policy_names():
         policy = make_policy(name)
         assert policy.name == name
@@ -25,7 +25,7 @@ def test_each_call_gives_a_fresh_policy():
 
 
 def test_unknown_policy_lists_the_known_names():
-    with pytest.raises(ValueError, match="unknown policy 'sglang'.*continuum, thunder, vllm"):
+    with pytest.raises(ValueError, match="unknown policy 'sglang'.*autellix, continuum, gateway"):
         make_policy("sglang")
 
 

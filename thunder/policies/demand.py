@@ -15,6 +15,7 @@ its weight.
 
 from __future__ import annotations
 
+from thunder.policies.certify import ROUNDING
 from thunder.program import Phase, Program
 
 
@@ -29,21 +30,42 @@ def decay_weight(program: Program, now_s: float, decay_base: float) -> float:
 class BackendDemand:
     """Counted demand of one backend; ``total_tokens`` is the left side of Eq. 7."""
 
-    __slots__ = ("capacity_tokens", "shared_prefix_once", "program_count", "_private_tokens",
+    __slots__ = ("capacity_tokens", "shared_prefix_once", "program_count", "error_tokens", "_private_tokens",
                  "_prefix_holders", "_prefix_tokens", "_shared_tokens")
 
     def __init__(self, capacity_tokens: int, shared_prefix_once: bool) -> None:
         self.capacity_tokens = capacity_tokens
         self.shared_prefix_once = shared_prefix_once
         self.program_count = 0
+        self.error_tokens = 0.0  # bound on |total_tokens - the exact ledger's|, before the last addition
         self._private_tokens = 0.0
         self._prefix_holders: dict[str, int] = {}
         self._prefix_tokens: dict[str, int] = {}
         self._shared_tokens = 0
 
+    @classmethod
+    def approximate(cls, capacity_tokens: int, shared_prefix_once: bool, program_count: int,
+                    private_tokens: float, error_tokens: float, prefix_holders: dict[str, int],
+                    prefix_tokens: dict[str, int]) -> BackendDemand:
+        """A ledger whose private sum is known within ``error_tokens`` (0: exactly).
+        The prefix dicts are taken over, not copied."""
+        demand = cls(capacity_tokens, shared_prefix_once)
+        demand.program_count = program_count
+        demand._private_tokens = private_tokens
+        demand.error_tokens = error_tokens
+        demand._prefix_holders = prefix_holders
+        demand._prefix_tokens = prefix_tokens
+        demand._shared_tokens = sum(prefix_tokens.values())
+        return demand
+
     @property
     def total_tokens(self) -> float:
         return self._private_tokens + self._shared_tokens
+
+    def total_error(self) -> float:
+        """Bound on how far ``total_tokens`` may be from the exact ledger's (0: it is exact)."""
+        error = self.error_tokens
+        return error + ROUNDING * (abs(self._private_tokens) + self._shared_tokens) if error else 0.0
 
     def added_by(self, program: Program, weight: float) -> float:
         """Tokens that counting ``program`` here (with ``weight``) would add."""
@@ -57,6 +79,8 @@ class BackendDemand:
         prefix, private_tokens = self._split(program)
         self.program_count += 1
         self._private_tokens += weight * private_tokens
+        if self.error_tokens:
+            self.error_tokens += ROUNDING * abs(self._private_tokens)
         if prefix is None:
             return
         holders = self._prefix_holders.get(prefix, 0)
@@ -70,6 +94,8 @@ class BackendDemand:
         prefix, private_tokens = self._split(program)
         self.program_count -= 1
         self._private_tokens -= weight * private_tokens
+        if self.error_tokens:
+            self.error_tokens += ROUNDING * abs(self._private_tokens)
         if prefix is None:
             return
         holders = self._prefix_holders.pop(prefix) - 1

@@ -11,10 +11,15 @@ time, counting each restore at once so a step never overfills a backend.
 Ties go to the lowest backend id. A program that fits nowhere goes to a
 backend with no programs at all, if there is one: alone it cannot thrash
 anyone, and without this a program larger than any backend would starve.
+
+Demands may be approximate (``BackendDemand.approximate``); every comparison
+goes through ``certify.compare``, which raises ``Uncertain`` when the bounds
+cannot tell which way the exact demands would compare.
 """
 
 from __future__ import annotations
 
+from thunder.policies.certify import compare, rounded
 from thunder.policies.demand import BackendDemand, split_tokens
 from thunder.program import BackendId, Program
 
@@ -39,8 +44,13 @@ class BackendStep:
     def room_tokens(self) -> float:
         return self.limit_tokens - self.restore_demand.total_tokens
 
+    def room(self) -> tuple[float, float]:
+        """(room_tokens, its error bound)."""
+        room = self.limit_tokens - self.restore_demand.total_tokens
+        return room, rounded(self.restore_demand.total_error(), room)
+
     def over_limit(self, demand: BackendDemand) -> bool:
-        return demand.total_tokens > self.limit_tokens + SLACK_TOKENS
+        return compare(demand.total_tokens, demand.total_error(), self.limit_tokens + SLACK_TOKENS, 0.0) > 0
 
 
 class RestoreTargets:
@@ -48,52 +58,73 @@ class RestoreTargets:
 
     def __init__(self, open_steps: list[BackendStep], placement: str, shared_prefix_once: bool) -> None:
         self._steps = sorted(open_steps, key=lambda s: s.backend_id)
+        self._rooms = [s.room() for s in self._steps]  # (room_tokens, error) of each step
         self._best_fit = placement == "best-fit"
         self._shared_prefix_once = shared_prefix_once
-        self._max_room = self._roomiest_room()
+        self._maybe_empty = True  # until _empty finds none: steps never become empty again
+        self._max_room, self._max_room_error = self._roomiest_room()
 
     def __bool__(self) -> bool:
         return bool(self._steps)
 
+    def max_room(self) -> tuple[float, float]:
+        """(the most room any open backend has, its error bound)."""
+        return self._max_room, self._max_room_error
+
+    def has_empty(self) -> bool:
+        return self._empty() is not None
+
     def place(self, program: Program, weight: float) -> BackendStep | None:
         """The chosen backend, already charged with ``program``; None if none."""
-        target = self._fitting(program, weight)
-        if target is None:
-            target = self._empty()
-        if target is not None:
-            was_roomiest = target.room_tokens() >= self._max_room
-            target.restore_demand.add(program, weight)
-            if was_roomiest:  # only the target's room shrank
-                self._max_room = self._roomiest_room()
+        at = self._fitting(program, weight)
+        if at is None:
+            at = self._empty()
+        if at is None:
+            return None
+        target = self._steps[at]
+        target.restore_demand.add(program, weight)
+        self._rooms[at] = target.room()
+        self._max_room, self._max_room_error = self._roomiest_room()
         return target
 
     def reserve_roomiest(self) -> None:
         """Take the backend with the most room out of this step (it drains for an aged program)."""
-        roomiest = max(self._steps, key=lambda s: (s.room_tokens(), -s.backend_id))
-        self._steps.remove(roomiest)
-        self._max_room = self._roomiest_room()
+        rooms = self._rooms
+        roomiest = 0
+        for at in range(1, len(rooms)):  # in id order, so only strictly more room wins
+            if compare(*rooms[at], *rooms[roomiest]) > 0:
+                roomiest = at
+        del self._steps[roomiest], rooms[roomiest]
+        self._max_room, self._max_room_error = self._roomiest_room()
 
-    def _fitting(self, program: Program, weight: float) -> BackendStep | None:
+    def _fitting(self, program: Program, weight: float) -> int | None:
         _, private_tokens = split_tokens(program, self._shared_prefix_once)
-        if weight * private_tokens > self._max_room + SLACK_TOKENS:
+        if compare(weight * private_tokens, 0.0, self._max_room + SLACK_TOKENS, self._max_room_error) > 0:
             return None  # cheap reject: too big even where its prefix is already held
-        best: BackendStep | None = None
-        best_key = 0.0
-        for step in self._steps:  # in id order, so strict < keeps the lowest id on ties
-            room = step.room_tokens()
+        best: int | None = None
+        best_key, best_error = 0.0, 0.0
+        for at, step in enumerate(self._steps):  # in id order, so strict < keeps the lowest id on ties
+            room, room_error = self._rooms[at]
             room_after = room - step.restore_demand.added_by(program, weight)
-            if room_after < -SLACK_TOKENS:
+            after_error = rounded(room_error, room_after)
+            if compare(room_after, after_error, -SLACK_TOKENS, 0.0) < 0:
                 continue
-            key = room_after if self._best_fit else -room
-            if best is None or key < best_key:
-                best, best_key = step, key
+            key, key_error = (room_after, after_error) if self._best_fit else (-room, room_error)
+            if best is None or compare(key, key_error, best_key, best_error) < 0:
+                best, best_key, best_error = at, key, key_error
         return best
 
-    def _empty(self) -> BackendStep | None:
-        for step in self._steps:
-            if step.restore_demand.program_count == 0:
-                return step
+    def _empty(self) -> int | None:
+        if self._maybe_empty:
+            for at, step in enumerate(self._steps):
+                if step.restore_demand.program_count == 0:
+                    return at
+            self._maybe_empty = False
         return None
 
-    def _roomiest_room(self) -> float:
-        return max((s.room_tokens() for s in self._steps), default=-1.0)
+    def _roomiest_room(self) -> tuple[float, float]:
+        """The largest room (as a float, exactly the max of the rooms) and the largest error."""
+        rooms = self._rooms
+        if not rooms:
+            return -1.0, 0.0
+        return max(r for r, _ in rooms), max(e for _, e in rooms)

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
+from thunder.policies.autellix import AutellixConfig, LeastAttainedServicePolicy
 from thunder.policies.base import Policy
 from thunder.policies.continuum import ContinuumConfig, TtlPinningPolicy
+from thunder.policies.gateway import CacheAwareGatewayPolicy, GatewayConfig, PowerOfTwoConfig, PowerOfTwoPolicy
 from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
 from thunder.policies.vllm import RequestLevelPolicy, VllmConfig
 
@@ -42,6 +44,9 @@ POLICIES: dict[str, PolicyFactory] = {
     "vllm": PolicyFactory("vllm", VllmConfig, RequestLevelPolicy),
     "continuum": PolicyFactory("continuum", ContinuumConfig, TtlPinningPolicy),
     "thunder": PolicyFactory("thunder", ThunderConfig, ProgramAwarePolicy),
+    "gateway": PolicyFactory("gateway", GatewayConfig, CacheAwareGatewayPolicy),
+    "power-of-two": PolicyFactory("power-of-two", PowerOfTwoConfig, PowerOfTwoPolicy),
+    "autellix": PolicyFactory("autellix", AutellixConfig, LeastAttainedServicePolicy),
 }
 
 

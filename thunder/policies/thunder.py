@@ -55,6 +55,16 @@ that reproduce them: it places on the backend with the most free space
 restores (``decay_when="restore-only"``); it counts every program's full
 context, shared prefix included (``shared_prefix_once=False``); it decides
 only on its 5 s timer (``decide_on_events=False``).
+
+Speed: ``decide`` runs on every event, so it does not walk every program.
+It keeps a ``ThunderIndex`` (per-backend demand sums and the sorted queue)
+up to date from the programs that can have changed: the trigger's, those its
+last decisions named, and those ``route`` saw. It checks every program by
+identity on each tick and rebuilds the index when the backends or the
+program count disagree. The index's sums are approximate with error bounds;
+when a comparison is too close to call (``certify.Uncertain``) the step is
+recomputed from the whole view, exactly as before the index existed, so the
+decisions are the same as walking every program on every call.
 """
 
 from __future__ import annotations
@@ -63,10 +73,13 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from thunder.cluster import ClusterView, Decision, Dispatch, Hold, Pause, Restore, Route, Trigger, TriggerKind
+from thunder.policies.certify import Uncertain
 from thunder.policies.demand import decay_weight
 from thunder.policies.options import option, require, require_choice
 from thunder.policies.placement import BackendStep, RestoreTargets
-from thunder.program import BackendId, Phase, Program, ProgramId, Status
+from thunder.policies.thunder_index import ThunderIndex, queued_since_s
+from thunder.policies.thunder_steps import IndexedStep, ViewStep
+from thunder.program import Phase, Program, ProgramId, Status
 
 PLACEMENTS = ("best-fit", "most-free")
 DECAY_WHEN = ("always", "restore-only")
@@ -106,8 +119,14 @@ def restore_class(program: Program) -> int:
     return 0 if program.phase is Phase.REASONING else 2
 
 
-def queued_since_s(program: Program) -> float:
-    return program.arrived_s if program.paused_since_s is None else program.paused_since_s
+def aged_order(program: Program) -> tuple[int, int, ProgramId]:
+    """S_restore (Eq. 10) among programs on the same side of the aging bound."""
+    return (restore_class(program), program.context_tokens, program.program_id)
+
+
+def restore_order(aged_before_s: float):  # type: ignore[no-untyped-def]
+    """S_restore with the aging guard as a sort key: aged first, then Eq. 10, shortest, id."""
+    return lambda p: (queued_since_s(p) > aged_before_s, restore_class(p), p.context_tokens, p.program_id)
 
 
 class ProgramAwarePolicy:
@@ -119,54 +138,79 @@ class ProgramAwarePolicy:
         self.config = config
         # "restore-only" decay: the thrashing check counts acting programs in full
         self._check_decay_base = 1.0 if config.decay_when == "restore-only" else config.decay_base
+        self._index: ThunderIndex | None = None
+        self._changed: set[ProgramId] = set()  # may differ from the index: routed, or named by decisions
+        self.exact_steps = 0  # steps recomputed from the whole view (the index's sums were too close to call)
 
     def route(self, view: ClusterView, program: Program) -> Route:
+        self._changed.add(program.program_id)  # a Hold makes the mechanism pause or mark it
         if program.status is not Status.ACTIVE or program.backend is None:
             return Hold("new program, waits for restore" if program.is_new else "paused")
         if program.marked_for_pause:
             return Hold("marked for pause")
-        if not any(b.backend_id == program.backend and b.healthy for b in view.backends):
-            return Hold("backend unhealthy")
-        return Dispatch(program.backend)
+        for backend in view.backends:
+            if backend.backend_id == program.backend:
+                return Dispatch(program.backend) if backend.healthy else Hold("backend unhealthy")
+        return Hold("backend unhealthy")
 
     def decide(self, view: ClusterView, trigger: Trigger) -> tuple[Decision, ...]:
         if not self.config.decide_on_events and trigger.kind is not TriggerKind.TICK:
             return ()
-        steps, queue, stranded = self._group(view)
-        decisions: list[Decision] = [Pause(p.program_id) for p in stranded]
-        unbound: set[ProgramId] = set()
-        for step in steps.values():
-            decisions.extend(self._relieve(view.now_s, step, unbound))
-        if queue:
-            decisions.extend(self._restore(view.now_s, steps, queue, unbound))
-        return tuple(decisions)
+        index = self._sync(view, trigger)
+        try:
+            decisions = self._step(view.now_s, IndexedStep(index, self.config, self._check_decay_base, view.now_s))
+        except Uncertain:  # too close to call from the index's sums: walk the whole view
+            self.exact_steps += 1
+            decisions = self._step(view.now_s, ViewStep(view, self.config, self._check_decay_base))
+        self._changed = {d.program_id for d in decisions}
+        return decisions
 
-    def _group(self, view: ClusterView) -> tuple[dict[BackendId, BackendStep], list[Program], list[Program]]:
-        """One pass: members and pause demand per healthy backend, the queue,
-        and the unmarked programs stranded on unhealthy backends."""
+    def _sync(self, view: ClusterView, trigger: Trigger) -> ThunderIndex:
+        """The index, brought up to date with ``view``."""
+        index, programs = self._index, view.programs
+        if index is None or not index.fits(view.backends, view.now_s):
+            return self._rebuild(view)
+        if trigger.kind is TriggerKind.TICK:  # check everything, by identity: cheap, and fixes any drift
+            known = index.programs
+            for program_id, program in programs.items():
+                if known.get(program_id) is not program:
+                    index.refresh(program_id, program)
+            if len(known) != len(programs):
+                for program_id in [pid for pid in known if pid not in programs]:
+                    index.refresh(program_id, None)
+            return index
+        changed = self._changed
+        if trigger.program_id is not None:
+            changed.add(trigger.program_id)
+        for program_id in changed:
+            index.refresh(program_id, programs.get(program_id))
+        if len(index.programs) != len(programs):
+            return self._rebuild(view)
+        return index
+
+    def _rebuild(self, view: ClusterView) -> ThunderIndex:
         config = self.config
-        steps = {b.backend_id: BackendStep(b.backend_id, b.capacity_tokens, config.lambda_max,
-                                           config.shared_prefix_once)
-                 for b in view.backends if b.healthy}
-        queue: list[Program] = []
-        stranded: list[Program] = []
-        now_s, decay_base = view.now_s, self._check_decay_base
-        for program in view.programs.values():
-            status = program.status
-            if status is Status.PAUSED:
-                queue.append(program)
-                continue
-            if status is not Status.ACTIVE:
-                continue
-            step = steps.get(program.backend)  # type: ignore[arg-type]  # None is just not found
-            if step is None:
-                if not program.marked_for_pause:
-                    stranded.append(program)
-                continue
-            step.members.append(program)
-            if not program.marked_for_pause:
-                step.pause_demand.add(program, decay_weight(program, now_s, decay_base))
-        return steps, queue, stranded
+        index = ThunderIndex(view.backends, view.now_s, self._check_decay_base, config.decay_base,
+                             config.shared_prefix_once, aged_order)
+        for program_id, program in view.programs.items():
+            index.refresh(program_id, program)
+        self._index = index
+        return index
+
+    def _step(self, now_s: float, source: IndexedStep | ViewStep) -> tuple[Decision, ...]:
+        """One control step over per-backend numbers from ``source``."""
+        decisions: list[Decision] = [Pause(p.program_id) for p in source.stranded()]
+        unbound: set[ProgramId] = set()
+        for step in source.over_limit():
+            decisions.extend(self._relieve(now_s, step, unbound))
+        open_steps = source.open_steps(unbound) if source.has_queue() else []
+        if open_steps:
+            targets = RestoreTargets(open_steps, self.config.placement, self.config.shared_prefix_once)
+            if targets:
+                aged_before_s = now_s - self.config.starvation_s
+                queue = source.candidates(targets, aged_before_s, restore_order(aged_before_s))
+                decisions.extend(self._place(now_s, targets, queue, aged_before_s))
+        return tuple(decisions)
 
     def _relieve(self, now_s: float, step: BackendStep, unbound: set[ProgramId]) -> list[Pause]:
         """Pauses that bring one backend back to lambda_max * capacity."""
@@ -202,15 +246,9 @@ class ProgramAwarePolicy:
                 step.pause_demand.remove(program, weight)
         return [p for p, _ in picked if p.program_id not in spared]
 
-    def _restore(self, now_s: float, steps: dict[BackendId, BackendStep], queue: list[Program],
-                 unbound: set[ProgramId]) -> list[Restore]:
-        targets = RestoreTargets(self._open_backends(now_s, steps.values(), unbound),
-                                 self.config.placement, self.config.shared_prefix_once)
-        if not targets:
-            return []
-        aged_before_s = now_s - self.config.starvation_s
-        queue.sort(key=lambda p: (queued_since_s(p) > aged_before_s, restore_class(p),
-                                  p.context_tokens, p.program_id))
+    def _place(self, now_s: float, targets: RestoreTargets, queue: Iterable[Program],
+               aged_before_s: float) -> list[Restore]:
+        """Restores for the queue, in priority order, onto the open backends."""
         restores: list[Restore] = []
         for program in queue:
             target = targets.place(program, decay_weight(program, now_s, self.config.decay_base))
@@ -221,17 +259,3 @@ class ProgramAwarePolicy:
                 if not targets:
                     break
         return restores
-
-    def _open_backends(self, now_s: float, steps: Iterable[BackendStep],
-                       unbound: set[ProgramId]) -> list[BackendStep]:
-        """Count restore demand (marked programs still resident, decay always
-        on) and return the backends below the low watermark."""
-        open_steps = []
-        for step in steps:
-            demand = step.restore_demand
-            for program in step.members:
-                if program.program_id not in unbound:
-                    demand.add(program, decay_weight(program, now_s, self.config.decay_base))
-            if demand.total_tokens < self.config.lambda_min * demand.capacity_tokens:
-                open_steps.append(step)
-        return open_steps

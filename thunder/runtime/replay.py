@@ -167,9 +167,12 @@ class Replayer:
         body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True,
                 "temperature": 0.0, "return_token_ids": True, "program_id": program.program_id}
         ready = self.now()
+        headers = {"X-Program-Id": program.program_id}
+        if tool:
+            headers["X-Program-Tool"] = tool  # lets the proxy keep per-tool statistics (Continuum)
         try:
             async with self.session.post(f"{self.config.endpoint}/v1/completions", json=body,
-                                         headers={"X-Program-Id": program.program_id}) as response:
+                                         headers=headers) as response:
                 payload = await response.json(content_type=None)
                 status = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:

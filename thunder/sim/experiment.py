@@ -6,6 +6,7 @@ can fan cells out to worker processes.
 
 from __future__ import annotations
 
+import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -13,8 +14,11 @@ from typing import Any, Callable, Iterable
 
 from thunder.metrics import RunTables, build_tables, summarize
 from thunder.policies.registry import make_policy
+from thunder.rollout import rollout_metrics
 from thunder.sim.hardware import load_engine_spec
-from thunder.sim.run import SimConfig, simulate
+from thunder.sim.run import SimConfig, rollout_batch, simulate
+from thunder.sim.toolhost import ToolHostConfig
+from thunder.sim.tools import tool_context, tool_tables
 from thunder.trace import TraceProgram, load_trace
 
 
@@ -30,6 +34,12 @@ class CellSpec:
     tool_time_scale: float = 1.0
     default_tool_s: float = 0.0
     policy_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    mode: str = "closed"  # "rollout": ``programs`` start at t=0 and all run to completion
+    programs: int | None = None  # rollout batch size (the trace is cycled with fresh ids if smaller)
+    seed: int = 0  # 0: trace order; else the trace's programs shuffled with this seed
+    tool_policy: str | None = None  # tool environments: keep | on-demand | program-aware; None: not modelled
+    tool_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    disk_capacity_gb: float | None = None  # the tool host's disk (GB = 1e9 bytes); None: unlimited
 
 
 @lru_cache(maxsize=4)
@@ -40,20 +50,47 @@ def _programs(path: str) -> tuple[TraceProgram, ...]:
 def run_cell(cell: CellSpec, progress: Callable[[float], None] | None = None,
              keep_tables: bool = False) -> tuple[dict[str, Any], RunTables | None]:
     programs = _programs(cell.trace)
+    if cell.seed:
+        programs = tuple(random.Random(cell.seed).sample(programs, len(programs)))
+    parallel = cell.parallel
+    if cell.mode not in ("closed", "rollout"):
+        raise ValueError(f"mode {cell.mode!r}: expected 'closed' or 'rollout'")
+    if cell.mode == "rollout":
+        if cell.horizon_s is not None or cell.open_loop:
+            raise ValueError("a rollout starts every program at t=0 and runs to completion: "
+                             "no horizon, no open loop")
+        programs = rollout_batch(programs, cell.programs or len(programs))
+        parallel = len(programs)
     spec = load_engine_spec(cell.preset)
     policy = make_policy(cell.policy, **dict(cell.policy_options))
-    config = SimConfig(parallel=cell.parallel, replicas=cell.replicas, open_loop=cell.open_loop,
+    config = SimConfig(parallel=parallel, replicas=cell.replicas, open_loop=cell.open_loop,
                        horizon_s=cell.horizon_s, tool_time_scale=cell.tool_time_scale,
-                       default_tool_s=cell.default_tool_s)
+                       default_tool_s=cell.default_tool_s, tool_policy=cell.tool_policy,
+                       tool_options=cell.tool_options, tool_host=_tool_host(cell))
     outcome = simulate(programs, policy, spec, config, policy_name=cell.policy, progress=progress)
     records = outcome.cluster.records
-    tables = build_tables(records.steps, records.programs, records.timeseries, records.decisions)
-    context = {k: v for k, v in asdict(cell).items() if k != "policy_options"}
+    tables = build_tables(records.steps, records.programs, records.timeseries, records.decisions,
+                          **tool_tables(outcome.cluster))
+    # Without tool environments the summary keeps exactly its former keys.
+    skip = ("policy_options", "tool_options") + (("tool_policy", "disk_capacity_gb") if cell.tool_policy is None else ())
+    context = {k: v for k, v in asdict(cell).items() if k not in skip}
     context["policy_options"] = dict(cell.policy_options)
+    if cell.tool_policy is not None:
+        context["tool_options"] = dict(cell.tool_options)
+        context.update(tool_context(outcome.cluster))
+    context["parallel"] = parallel
     context["capacity_tokens_per_replica"] = spec.capacity_tokens
     context["steps_without_tool_time"] = outcome.steps_without_tool_time
     summary = summarize(tables, outcome.ledger, outcome.end_s, **context)
+    if cell.mode == "rollout":
+        summary.update(rollout_metrics(tables))
     return summary, (tables if keep_tables else None)
+
+
+def _tool_host(cell: CellSpec) -> ToolHostConfig:
+    if cell.disk_capacity_gb is None:
+        return ToolHostConfig()
+    return ToolHostConfig(disk_capacity_bytes=int(cell.disk_capacity_gb * 1e9))
 
 
 def _summary_only(cell: CellSpec) -> dict[str, Any]:

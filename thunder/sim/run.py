@@ -11,7 +11,7 @@ Workloads:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import simpy
 
@@ -20,6 +20,7 @@ from thunder.policies.base import Policy
 from thunder.sim.cluster import SimCluster, SimProgram, SimulationError
 from thunder.sim.engine import Replica
 from thunder.sim.hardware import EngineSpec
+from thunder.sim.tools import ToolHostConfig, build_tool_cluster
 from thunder.trace import TraceProgram
 
 
@@ -33,6 +34,10 @@ class SimConfig:
     tool_time_scale: float = 1.0
     default_tool_s: float = 0.0  # for steps whose trace has no tool time
     jump_decode: bool = True  # False: one SimPy event per engine step (slow reference)
+    # Tool environments (thunder.sim.tools): None leaves them unmodelled, the behaviour before.
+    tool_policy: str | None = None  # keep | on-demand | program-aware
+    tool_options: tuple[tuple[str, Any], ...] = ()
+    tool_host: ToolHostConfig = ToolHostConfig()  # disk capacity, defaults for a trace without env
 
 
 @dataclass(slots=True)
@@ -62,6 +67,15 @@ def _cycled(programs: Sequence[TraceProgram]) -> Iterator[TraceProgram]:
                                    shared_prefix_tokens=program.shared_prefix_tokens,
                                    shared_prefix_id=program.shared_prefix_id)
         passes += 1
+
+
+def rollout_batch(programs: Sequence[TraceProgram], count: int) -> tuple[TraceProgram, ...]:
+    """The first ``count`` programs of the trace, cycled with fresh ids when it holds fewer:
+    an RL rollout batch. Run it closed-loop with ``parallel=count`` and every program starts at t=0."""
+    if count < 1:
+        raise ValueError(f"a rollout needs at least one program, got {count}")
+    source = _cycled(programs)
+    return tuple(next(source) for _ in range(count))
 
 
 class _Workload:
@@ -159,10 +173,15 @@ def simulate(programs: Sequence[TraceProgram], policy: Policy, spec: EngineSpec,
 
     def on_program_end(_: SimProgram) -> None:
         finished[0] += 1
-        if finished[0] == expected and config.horizon_s is None:
+        if finished[0] == expected and config.horizon_s is None and not all_done.triggered:
             all_done.succeed()
 
-    cluster = SimCluster(env, replicas, policy, on_program_end=on_program_end)
+    cluster: SimCluster
+    if config.tool_policy is None:
+        cluster = SimCluster(env, replicas, policy, on_program_end=on_program_end)
+    else:  # each dispatch waits for the program's tool environment
+        cluster = build_tool_cluster(env, replicas, policy, config.tool_policy, dict(config.tool_options),
+                                     config.tool_host, on_program_end, done=all_done)
     workload = _Workload(env, cluster, config)
     if config.open_loop:
         env.process(workload.open_loop(programs))
