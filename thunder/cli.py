@@ -425,6 +425,65 @@ def serve_command(
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
+@app.command("calibrate")
+def calibrate_command(
+    endpoint: str = typer.Option(..., "--endpoint", help="Base URL of a vLLM server (the engine itself, not a proxy)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Profile JSON to write (for simulate --profile)."),
+    name: str | None = typer.Option(None, "--name", help="Profile name (default: MODEL-vllm-VERSION)."),
+    model: str | None = typer.Option(None, "--model", help="Model name (default: the server's first)."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Runs of every probe (the fit takes medians)."),
+    max_num_batched_tokens: int = typer.Option(
+        2048, "--max-num-batched-tokens", min=1,
+        help="The server's token budget per step (not visible over HTTP; default: vLLM's on CPU)."),
+    max_num_seqs: int = typer.Option(128, "--max-num-seqs", min=1,
+                                     help="The server's max running requests (default: vLLM's on CPU)."),
+    serving_flags: str | None = typer.Option(None, "--serving-flags", help="How the server was started, "
+                                                                         "recorded in the profile."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the prompt token ids."),
+) -> None:
+    """Measure a live vLLM server and fit the simulator's step-time model to it."""
+    import asyncio
+    import json
+
+    from thunder.calibration import default_probes
+    from thunder.runtime.calibrate import CalibrateConfig, CalibrationError, measure
+    from thunder.sim.calibration import build_profile
+
+    config = CalibrateConfig(endpoint=endpoint.rstrip("/"), model=model, repeats=repeats, seed=seed)
+
+    def probes(facts):  # type: ignore[no-untyped-def]
+        return default_probes(facts.max_model_len or 4096, facts.capacity_tokens, max_num_batched_tokens)
+
+    def report(run) -> None:  # type: ignore[no-untyped-def]
+        typer.echo(f"  {run.probe.name:>22}  median {1e3 * sorted(run.latencies_s)[len(run.latencies_s) // 2]:8.1f} ms",
+                   err=True)
+
+    try:
+        measured = asyncio.run(measure(config, probes, on_probe=report))
+    except CalibrationError as exc:
+        _fail(str(exc))
+        return
+    profile = build_profile(measured, max_num_batched_tokens, max_num_seqs, name=name, serving_flags=serving_flags)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(profile, indent=2) + "\n")
+    cal, step = profile["calibration"], profile["step_time"]
+    typer.echo(f"vLLM {cal['engine_version']}, {profile['num_blocks']} x {profile['block_size']}-token KV blocks; "
+               f"{cal['fit']['rows']} requests in {cal['duration_s']:.0f} s")
+    typer.echo(f"  step = {step['overhead_s'] * 1e3:.3f} ms + {step['per_prefill_token_s'] * 1e6:.3f} us/prefill token"
+               f" + {step['per_decode_seq_s'] * 1e6:.2f} us/decoding seq + {step['per_context_token_s'] * 1e9:.3f} "
+               f"ns/context token + {step['per_prefill_pair_s'] * 1e9:.3f} ns/prefill attention pair; "
+               f"request overhead {cal['fit']['coefficients']['request_overhead_s'] * 1e3:.1f} ms")
+    typer.echo(f"  fit: R^2 {cal['fit']['r2']:.4f}, median |rel error| {cal['fit']['median_abs_rel_error']:.1%}, "
+               f"max {cal['fit']['max_abs_rel_error']:.1%}")
+    prefix = cal["prefix_cache"]
+    typer.echo(f"  prefix cache: repeat {prefix['repeat_cached_tokens']}/{prefix['prompt_tokens']} cached, extension "
+               f"{prefix['extended_cached_tokens']}/{prefix['extended_prompt_tokens']} "
+               f"({'as' if prefix['matches_simulator'] else 'NOT as'} the simulator's block rule)")
+    if cal["preemptions_while_probing"]:
+        typer.echo(f"  warning: {cal['preemptions_while_probing']:.0f} preemptions while probing", err=True)
+    typer.echo(f"wrote {output}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -72,7 +72,9 @@ def run_cell(cell: CellSpec, progress: Callable[[float], None] | None = None,
     tables = build_tables(records.steps, records.programs, records.timeseries, records.decisions,
                           **tool_tables(outcome.cluster))
     # Without tool environments the summary keeps exactly its former keys.
-    skip = ("policy_options", "tool_options") + (("tool_policy", "disk_capacity_gb") if cell.tool_policy is None else ())
+    skip: tuple[str, ...] = ("policy_options", "tool_options")
+    if cell.tool_policy is None:
+        skip += ("tool_policy", "disk_capacity_gb")
     context = {k: v for k, v in asdict(cell).items() if k not in skip}
     context["policy_options"] = dict(cell.policy_options)
     if cell.tool_policy is not None:
