@@ -399,6 +399,12 @@ def serve_command(
     export: Path | None = typer.Option(None, "--export", help="On shutdown, write steps/programs/decisions "
                                                               "CSV tables into this folder."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    tool_policy: str = typer.Option("on-demand", "--tool-policy",
+                                    help="Sandbox policy: keep, on-demand, program-aware."),
+    sandbox_root: Path | None = typer.Option(None, "--sandbox-root", help="Directory for sandboxes; turns the "
+                                             "sandbox endpoints on (they run clients' shell commands)."),
+    disk_capacity_gb: float | None = typer.Option(None, "--disk-capacity-gb", min=0.001,
+                                                  help="Disk all sandboxes may reserve together (GB)."),
 ) -> None:
     """Run the OpenAI-compatible proxy in front of vLLM backends (Ctrl-C stops it)."""
     import asyncio
@@ -413,7 +419,11 @@ def serve_command(
         chosen = make_policy(policy, **dict(_parse_options(option)))
         config = ServeConfig(backends=tuple(u.strip() for u in backends.split(",") if u.strip()), host=host,
                              port=port, max_hold_s=max_hold_s, idle_timeout_s=idle_timeout_s,
-                             max_body_bytes=max_body_bytes, capacity_tokens=capacity_tokens)
+                             max_body_bytes=max_body_bytes, capacity_tokens=capacity_tokens,
+                             tool_policy=tool_policy,
+                             sandbox_root=str(sandbox_root) if sandbox_root is not None else None,
+                             disk_capacity_bytes=(int(disk_capacity_gb * 10**9) if disk_capacity_gb is not None
+                                                  else None))
     except (TypeError, ValueError) as exc:
         _fail(str(exc))
         return

@@ -5,7 +5,9 @@ wires ``proxy`` and ``admin`` endpoints, ``admission`` holds requests,
 ``backend`` talks to vLLM and reads its ``/metrics``), the mechanism
 ``LiveCluster`` (``live_cluster``, mirror of the simulator's SimCluster),
 ``thunder run`` (``replay``: a trace replayed against an endpoint) and a
-local vLLM CPU server for tests (``vllm_server``).
+local vLLM CPU server for tests (``vllm_server``). With a sandbox root,
+programs also get real sandboxes (``sandboxes``, ``tool_host``,
+``tool_cluster``, ``sandbox_api``) under the tool-resource policies.
 
 The rule that keeps it clean: nothing here decides. Policies from
 ``thunder.policies`` decide over a ``ClusterView``; this package builds the

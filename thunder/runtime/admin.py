@@ -22,16 +22,18 @@ from thunder.runtime.payload import PROGRAM_FIELD
 from thunder.runtime.proxy import Proxy, error_response
 from thunder.runtime.records import TABLES
 from thunder.runtime.telemetry import backend_rows, describe, render_metrics
+from thunder.runtime.tool_host import LiveToolHost
 
 
 class Admin:
     def __init__(self, cluster: LiveCluster, admission: Admission, proxy: Proxy,
-                 clients: Sequence[BackendClient], policy_name: str) -> None:
+                 clients: Sequence[BackendClient], policy_name: str, tools: LiveToolHost | None = None) -> None:
         self.cluster = cluster
         self.admission = admission
         self.proxy = proxy
         self.clients = clients
         self.policy_name = policy_name
+        self.tools = tools  # sandboxes, when on: their numbers join /metrics
 
     def routes(self) -> list[web.RouteDef]:
         # export.csv and release before {program_id}: routes match in registration order
@@ -94,6 +96,7 @@ class Admin:
                                  status=200 if healthy else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = render_metrics(self.cluster, self.clients, self.admission.waiting, self.proxy.overhead)
+        text = render_metrics(self.cluster, self.clients, self.admission.waiting, self.proxy.overhead,
+                              self.tools.stats() if self.tools is not None else None)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Format": "prometheus-text-0.0.4"})

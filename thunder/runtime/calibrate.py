@@ -19,6 +19,7 @@ simulated engine); this module only measures.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -39,7 +40,7 @@ class CalibrationError(RuntimeError):
 class CalibrateConfig:
     endpoint: str  # base URL of a vLLM server (not a proxy: we want the engine alone)
     model: str | None = None  # None: the first model the server lists
-    repeats: int = 3  # runs of every probe; the fit uses all of them
+    repeats: int = 5  # runs of every probe; the fit takes the median per request
     seed: int = 0  # seed of the prompt token ids
     request_timeout_s: float = 120.0
     token_id_range: tuple[int, int] = (100, 4000)  # must lie inside the vocabulary
@@ -89,7 +90,7 @@ class _Client:
         status, text = await self.get("/version")
         version = str(_json(text).get("version", "unknown")) if status == 200 else "unknown"
         status, text = await self.get("/v1/models")
-        models = _json(text).get("data") or [] if status == 200 else []
+        models = (_json(text).get("data") or []) if status == 200 else []
         if not models:
             raise CalibrationError(f"{self.config.endpoint}/v1/models lists no model (HTTP {status})")
         chosen = next((m for m in models if m.get("id") == self.config.model), models[0])
@@ -130,7 +131,6 @@ class _Client:
 
 
 def _json(text: str) -> dict[str, Any]:
-    import json
     try:
         value = json.loads(text)
     except ValueError:

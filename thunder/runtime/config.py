@@ -29,6 +29,16 @@ class ServeConfig:
     connect_timeout_s: float = option(5.0, "TCP connect to a backend (s)")
     read_timeout_s: float = option(600.0, "longest silence from a backend mid-response (s)")
     max_records: int = option(1_000_000, "step and decision rows kept for export (oldest dropped)")
+    tool_policy: str = option("on-demand", "tool-resource policy: keep, on-demand, program-aware")
+    sandbox_root: str | None = option(None, "directory for sandboxes; None: sandbox endpoints are off (they "
+                                            "run clients' commands, so they are opt-in)")
+    disk_capacity_bytes: int | None = option(None, "disk the sandboxes may reserve in all (None: unlimited)")
+    sandbox_quota_bytes: int = option(1 << 30, "disk a sandbox reserves when its request names no quota")
+    sandbox_ports: tuple[int, int] = option((20000, 29999), "loopback port range handed to sandboxes "
+                                                            "(below Linux's ephemeral range)")
+    sandbox_setup_timeout_s: float = option(600.0, "longest a sandbox's setup may run (s)")
+    sandbox_term_grace_s: float = option(2.0, "SIGTERM to SIGKILL grace when a sandbox's processes are killed (s)")
+    sandbox_measure_s: float = option(1.0, "how often sandbox directories are walked for disk use (s)")
 
     def __post_init__(self) -> None:
         require(len(self.backends) > 0, "at least one backend URL is needed")
@@ -40,6 +50,15 @@ class ServeConfig:
         require(self.failures_to_down >= 1, "failures_to_down must be >= 1")
         require(self.capacity_tokens is None or self.capacity_tokens > 0, "capacity_tokens must be > 0")
         require(self.max_connections >= 1, "max_connections must be >= 1")
+        require(self.tool_policy in ("keep", "on-demand", "program-aware"),
+                f"unknown tool policy {self.tool_policy!r}; known: keep, on-demand, program-aware")
+        require(self.disk_capacity_bytes is None or self.disk_capacity_bytes > 0, "disk_capacity_bytes must be > 0")
+        require(self.sandbox_quota_bytes >= 0, "sandbox_quota_bytes must be >= 0")
+        require(0 < self.sandbox_ports[0] <= self.sandbox_ports[1] < 65536, "sandbox_ports must be a range "
+                                                                           "within 1..65535")
+        require(self.sandbox_setup_timeout_s > 0, "sandbox_setup_timeout_s must be > 0")
+        require(self.sandbox_term_grace_s >= 0, "sandbox_term_grace_s must be >= 0")
+        require(self.sandbox_measure_s > 0, "sandbox_measure_s must be > 0")
         for url in self.backends:
             require(url.startswith(("http://", "https://")), f"backend URL {url!r} must start with http:// "
                                                              "or https://")

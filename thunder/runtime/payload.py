@@ -2,10 +2,10 @@
 
 A request body is parsed once, to find ``program_id`` (and whether it
 streams). It is re-serialised only when it must change: to strip the proxy's
-own fields (``program_id``, ``program_release``), which vLLM would warn about,
-and to add ``stream_options.include_usage`` to a stream, without which a
-stream carries no token counts. Otherwise the client's bytes go out as they
-came.
+own fields (``program_id``, ``program_release``, ``tool_resources``), which
+vLLM would warn about, and to add ``stream_options.include_usage`` to a
+stream, without which a stream carries no token counts. Otherwise the
+client's bytes go out as they came.
 
 A response is never parsed whole: ``find_usage`` looks for the last
 ``"usage": {...}`` object in the last bytes of the body (``Tail``). That is
@@ -24,6 +24,8 @@ from thunder.runtime.state import Usage
 
 PROGRAM_FIELD = "program_id"
 RELEASE_FIELD = "program_release"
+TOOL_RESOURCES_FIELD = "tool_resources"
+_MAX_TOOL_RESOURCES = 64
 TAIL_BYTES = 16 * 1024  # usage plus what vLLM writes after it fits easily
 
 _USAGE_KEY = re.compile(rb'(?<!\\)"usage"\s*:\s*\{')
@@ -46,6 +48,7 @@ class PreparedRequest:
     stream: bool
     release: bool  # release the program once this response is complete
     estimate_tokens: int  # context size guess before any usage is known
+    tool_resources: tuple[tuple[str, str], ...] = ()  # (kind, id) the client attaches to its program
 
 
 def _program_id(value: object, where: str) -> str:
@@ -83,6 +86,10 @@ def prepare(raw: bytes, header_program_id: str | None, header_release: bool = Fa
         if not isinstance(flag, bool):
             raise BadRequest(f"{RELEASE_FIELD} must be true or false", param=RELEASE_FIELD)
         release = release or flag
+    tool_resources: tuple[tuple[str, str], ...] = ()
+    if TOOL_RESOURCES_FIELD in payload:
+        tool_resources = _tool_resources(payload.pop(TOOL_RESOURCES_FIELD))
+        changed = True
     stream = payload.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest(f"stream must be true or false, got {type(stream).__name__}", param="stream")
@@ -98,9 +105,27 @@ def prepare(raw: bytes, header_program_id: str | None, header_release: bool = Fa
             changed = True
     if release and program_id is None:
         raise BadRequest(f"{RELEASE_FIELD} needs a program_id", param=RELEASE_FIELD)
+    if tool_resources and program_id is None:
+        raise BadRequest(f"{TOOL_RESOURCES_FIELD} needs a program_id", param=TOOL_RESOURCES_FIELD)
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() if changed else raw
     return PreparedRequest(body=body, program_id=program_id, stream=stream, release=release,
-                           estimate_tokens=estimate_tokens(payload, raw))
+                           estimate_tokens=estimate_tokens(payload, raw), tool_resources=tool_resources)
+
+
+def _tool_resources(value: object) -> tuple[tuple[str, str], ...]:
+    """``tool_resources``: a list of ids (containers) or ``{"kind", "id"}`` objects."""
+    if not isinstance(value, list) or len(value) > _MAX_TOOL_RESOURCES:
+        raise BadRequest(f"{TOOL_RESOURCES_FIELD} must be a list of at most {_MAX_TOOL_RESOURCES} entries",
+                         param=TOOL_RESOURCES_FIELD)
+    found = []
+    for entry in value:
+        kind, ident = ("container", entry) if isinstance(entry, str) else (
+            (entry.get("kind"), entry.get("id")) if isinstance(entry, dict) else (None, None))
+        if not (isinstance(kind, str) and isinstance(ident, str) and 0 < len(kind) <= 64 and 0 < len(ident) <= 256):
+            raise BadRequest(f"each {TOOL_RESOURCES_FIELD} entry must be an id string or "
+                             '{"kind": "...", "id": "..."}', param=TOOL_RESOURCES_FIELD)
+        found.append((kind, ident))
+    return tuple(found)
 
 
 def estimate_tokens(payload: dict, raw: bytes) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 from aiohttp import web
@@ -63,6 +63,8 @@ class Proxy:
         self.backends = backends
         self.max_body_bytes = max_body_bytes
         self.overhead = Histogram(OVERHEAD_BOUNDS_S)
+        # Told about resources a request attaches to its program (``tool_resources``).
+        self.on_tool_resources: Callable[[str, tuple[tuple[str, str], ...]], None] = lambda pid, found: None
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions and /v1/completions, streaming or not."""
@@ -76,6 +78,8 @@ class Proxy:
             return error_response(exc.status, str(exc), "invalid_request_error", exc.param)
         if not self.cluster.any_healthy():
             return self._no_backend()
+        if prepared.tool_resources and prepared.program_id is not None:
+            self.on_tool_resources(prepared.program_id, prepared.tool_resources)
         ticket = self.cluster.request_ready(prepared.program_id, prepared.estimate_tokens,
                                             request.headers.get("X-Program-Tool"))
         try:

@@ -6,7 +6,9 @@ the aiohttp app) and the two background loops:
 * the control loop calls ``LiveCluster.tick`` every dt (the policy's
   ``config.interval_s`` if it has one, else 1 s, unless configured) on the
   event loop's clock, and reclaims programs idle past ``idle_timeout_s``;
-* one poller per backend scrapes ``/metrics`` every ``poll_interval_s``.
+* one poller per backend scrapes ``/metrics`` every ``poll_interval_s``;
+* with sandboxes on (``sandbox_root``), one walker measures their disk every
+  ``sandbox_measure_s``; at shutdown every sandbox is torn down.
 
 Time: the cluster's clock is ``loop.time()`` minus the start time, so every
 recorded time is seconds since the proxy started.
@@ -23,14 +25,16 @@ from pathlib import Path
 from aiohttp import web
 
 from thunder.policies.base import Policy
+from thunder.policies.tools import ToolPolicy
 from thunder.runtime.admin import Admin
 from thunder.runtime.admission import Admission
 from thunder.runtime.backend import BackendClient
 from thunder.runtime.config import ServeConfig
-from thunder.runtime.live_cluster import LiveCluster
 from thunder.runtime.proxy import Proxy
 from thunder.runtime.records import TABLES, LiveRecords
+from thunder.runtime.sandbox_api import SandboxEndpoints, disabled_routes
 from thunder.runtime.state import SHUTTING_DOWN
+from thunder.runtime.tool_cluster import ToolAwareLiveCluster, build_cluster
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +47,21 @@ def control_interval_s(policy: Policy, config: ServeConfig) -> float:
 
 
 class ProxyServer:
-    def __init__(self, config: ServeConfig, policy: Policy) -> None:
+    def __init__(self, config: ServeConfig, policy: Policy, tool_policy: ToolPolicy | None = None) -> None:
         self.config = config
         self.policy = policy
         self.clients = [BackendClient(i, url, config) for i, url in enumerate(config.backends)]
         self.records = LiveRecords(max_records=config.max_records)
         self._t0 = 0.0
-        self.cluster = LiveCluster(policy, [c.state for c in self.clients], clock=self._now, records=self.records)
+        self.cluster = build_cluster(policy, [c.state for c in self.clients], self._now, self.records, config,
+                                     tool_policy)
+        self.tools = self.cluster.tools if isinstance(self.cluster, ToolAwareLiveCluster) else None
         self.admission = Admission(self.cluster, config.max_hold_s)
         self.proxy = Proxy(self.cluster, self.admission, self.clients, config.max_body_bytes)
-        self.admin = Admin(self.cluster, self.admission, self.proxy, self.clients, getattr(policy, "name", "?"))
+        self.admin = Admin(self.cluster, self.admission, self.proxy, self.clients, getattr(policy, "name", "?"),
+                           tools=self.tools)
+        if self.tools is not None:
+            self.proxy.on_tool_resources = self._attach
         self.interval_s = control_interval_s(policy, config)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -70,6 +79,10 @@ class ProxyServer:
             web.get("/v1/models", self.proxy.models),
             *self.admin.routes(),
         ])
+        if isinstance(self.cluster, ToolAwareLiveCluster):
+            app.add_routes(SandboxEndpoints(self.cluster, self.config.sandbox_quota_bytes).routes())
+        else:
+            app.add_routes(disabled_routes())
         return app
 
     async def start(self, sock: socket.socket | None = None) -> None:
@@ -92,6 +105,8 @@ class ProxyServer:
         self.port = sock.getsockname()[1]
         self._tasks = [asyncio.create_task(self._control_loop())]
         self._tasks += [asyncio.create_task(self._poll_loop(c)) for c in self.clients]
+        if self.tools is not None:
+            self._tasks.append(asyncio.create_task(self._measure_loop()))
 
     async def stop(self) -> None:
         self.cluster.reject_held(SHUTTING_DOWN)  # held clients get a 503 now, not at max_hold_s
@@ -102,6 +117,8 @@ class ProxyServer:
             await self._runner.cleanup()
         for client in self.clients:
             await client.close()
+        if self.tools is not None:
+            await self.tools.close()  # after the listener: no request can declare a new one meanwhile
 
     async def _scrape(self, client: BackendClient) -> None:
         self.cluster.update_backend(client.backend_id, await client.scrape())
@@ -119,6 +136,16 @@ class ProxyServer:
             next_s += self.interval_s  # fixed rate: a slow step does not shift later ticks
             self.cluster.tick()
             self.cluster.reclaim_idle(self.config.idle_timeout_s)
+
+    async def _measure_loop(self) -> None:
+        assert self.tools is not None
+        while True:
+            await asyncio.sleep(self.config.sandbox_measure_s)
+            await self.tools.measure()
+
+    def _attach(self, program_id: str, resources: tuple[tuple[str, str], ...]) -> None:
+        assert self.tools is not None
+        self.tools.attach(program_id, resources, self._now())
 
     def export(self, directory: Path) -> list[Path]:
         """Write every table as ``<table>.csv`` under ``directory``."""

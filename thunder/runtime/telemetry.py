@@ -13,6 +13,7 @@ from thunder.runtime.backend import BackendClient
 from thunder.runtime.live_cluster import LiveCluster
 from thunder.runtime.prometheus import Exposition
 from thunder.runtime.records import Histogram
+from thunder.runtime.tool_host import ToolHostStats
 
 
 def describe(cluster: LiveCluster, program_id: str) -> dict[str, Any] | None:
@@ -58,7 +59,7 @@ def _histogram(page: Exposition, name: str, help_text: str, histogram: Histogram
 
 
 def render_metrics(cluster: LiveCluster, clients: Sequence[BackendClient], held_requests: int,
-                   overhead: Histogram) -> str:
+                   overhead: Histogram, tools: ToolHostStats | None = None) -> str:
     """The whole ``/metrics`` scrape."""
     records = cluster.records
     page = Exposition()
@@ -95,7 +96,32 @@ def render_metrics(cluster: LiveCluster, clients: Sequence[BackendClient], held_
                 records.kv_hit_rate)
     _histogram(page, "thunder_proxy_overhead_seconds",
                "Time from request received to forwarded, excluding time held by the policy.", overhead)
+    if tools is not None:
+        _sandbox_metrics(page, tools)
     return page.text()
+
+
+def _sandbox_metrics(page: Exposition, tools: ToolHostStats) -> None:
+    for name, kind, help_text, value in (
+            ("thunder_sandboxes_live", "gauge", "Sandboxes preparing or ready.", tools.sandboxes_live),
+            ("thunder_sandbox_disk_bytes", "gauge", "Disk measured under live sandboxes and unfinished "
+                                                    "teardowns (bytes).", tools.disk_bytes),
+            ("thunder_sandbox_disk_reserved_bytes", "gauge", "Disk quotas held by sandboxes (bytes).",
+             tools.disk_reserved_bytes),
+            ("thunder_sandbox_ports_held", "gauge", "Loopback ports held by sandboxes.", tools.ports_held),
+            ("thunder_sandbox_teardowns", "gauge", "Teardowns in progress or being retried.", tools.teardowns),
+            ("thunder_sandbox_reclaims_total", "counter", "Sandbox instances torn down.", tools.reclaims),
+            ("thunder_sandbox_reclaim_failures_total", "counter", "Teardown attempts that left something held "
+                                                                  "(retried).", tools.reclaim_failures),
+            ("thunder_sandbox_setup_failures_total", "counter", "Sandboxes whose setup failed.",
+             tools.setup_failures),
+            ("thunder_sandbox_sigkills_total", "counter", "Process trees that needed SIGKILL.", tools.sigkills),
+            ("thunder_tool_resources_attached", "gauge", "Client-owned resources attached to programs.",
+             tools.attached)):
+        page.metric(name, kind, help_text, value)
+    page.family("thunder_sandbox_preparations", "gauge", "Preparations in flight, by state.")
+    page.sample("thunder_sandbox_preparations", tools.pending, state="pending")
+    page.sample("thunder_sandbox_preparations", tools.preparing, state="preparing")
 
 
 def _backend_metrics(page: Exposition, cluster: LiveCluster, clients: Sequence[BackendClient]) -> None:
