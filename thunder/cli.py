@@ -171,7 +171,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 @app.command("simulate")
 def simulate_command(
     trace: Path = typer.Option(Path("traces/swebench.jsonl"), "--trace", help="Trace file (format v1)."),
-    policy: str = typer.Option("thunder", "--policy", help="Scheduling policy: vllm, continuum, thunder."),
+    policy: str = typer.Option("thunder", "--policy", help="Scheduling policy: vllm, continuum, thunder, gateway, power-of-two, autellix."),
     parallel: int = typer.Option(48, "--parallel", min=1, help="Programs running at once (closed loop)."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="Data-parallel engine replicas."),
     preset: str = typer.Option("paper-8xh100-glm46", "--preset",
@@ -383,8 +383,11 @@ def run_command(
 
 @app.command("serve")
 def serve_command(
-    backends: str = typer.Option(..., "--backends", help="vLLM base URLs, comma-separated."),
-    policy: str = typer.Option("thunder", "--policy", help="Scheduling policy: vllm, continuum, thunder."),
+    backends: str = typer.Option(..., "--backends", help="Engine base URLs, comma-separated."),
+    backend_kind: str = typer.Option("vllm", "--backend-kind",
+                                     help="vllm, or sglang (adapter tested on recorded responses only)."),
+    policy: str = typer.Option("thunder", "--policy",
+                               help="Scheduling policy: vllm, continuum, thunder, gateway, power-of-two, autellix."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8300, "--port", min=0, max=65535, help="Port to listen on."),
     option: list[str] = typer.Option([], "--option", "-O", help="Policy option NAME=VALUE (repeatable)."),
@@ -417,7 +420,8 @@ def serve_command(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         chosen = make_policy(policy, **dict(_parse_options(option)))
-        config = ServeConfig(backends=tuple(u.strip() for u in backends.split(",") if u.strip()), host=host,
+        config = ServeConfig(backends=tuple(u.strip() for u in backends.split(",") if u.strip()),
+                             backend_kind=backend_kind, host=host,
                              port=port, max_hold_s=max_hold_s, idle_timeout_s=idle_timeout_s,
                              max_body_bytes=max_body_bytes, capacity_tokens=capacity_tokens,
                              tool_policy=tool_policy,

@@ -132,3 +132,16 @@ def test_failed_scrapes_mark_the_backend_down():
     routes = {"/get_server_info": (503, "starting"), "/metrics": (200, fixture("metrics.txt"))}
     _, states = asyncio.run(_scrape(routes, failures_to_down=2))
     assert not states[-1].healthy and "HTTP 503" in states[-1].reason
+
+
+def test_serve_config_picks_the_sglang_client():
+    from thunder.policies.registry import make_policy
+    from thunder.runtime.config import ServeConfig
+    from thunder.runtime.server import ProxyServer
+    from thunder.runtime.sglang_backend import SglangBackendClient
+
+    server = ProxyServer(ServeConfig(backends=("http://127.0.0.1:9",), backend_kind="sglang"), make_policy("vllm"))
+    assert all(isinstance(c, SglangBackendClient) for c in server.clients)
+    import pytest
+    with pytest.raises(ValueError, match="unknown backend kind"):
+        ServeConfig(backends=("http://127.0.0.1:9",), backend_kind="tgi")

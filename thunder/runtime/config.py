@@ -14,6 +14,8 @@ from thunder.policies.options import option, require
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
     backends: tuple[str, ...] = field(default=(), metadata={"help": "vLLM base URLs, e.g. http://127.0.0.1:8000"})
+    backend_kind: str = option("vllm", "engine behind the backend URLs: vllm or sglang (how capacity, usage and "
+                                       "hit rate are read)")
     host: str = option("127.0.0.1", "address the proxy listens on")
     port: int = option(8300, "port the proxy listens on (0: any free port)")
     max_hold_s: float = option(300.0, "longest a request is held for the policy before a 503 (s)")
@@ -42,6 +44,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         require(len(self.backends) > 0, "at least one backend URL is needed")
+        require(self.backend_kind in ("vllm", "sglang"),
+                f"unknown backend kind {self.backend_kind!r}; known: vllm, sglang")
         require(self.max_hold_s > 0, "max_hold_s must be > 0")
         require(self.idle_timeout_s > 0, "idle_timeout_s must be > 0")
         require(self.max_body_bytes > 0, "max_body_bytes must be > 0")

@@ -29,6 +29,7 @@ from thunder.policies.tools import ToolPolicy
 from thunder.runtime.admin import Admin
 from thunder.runtime.admission import Admission
 from thunder.runtime.backend import BackendClient
+from thunder.runtime.sglang_backend import BACKEND_CLIENTS
 from thunder.runtime.config import ServeConfig
 from thunder.runtime.proxy import Proxy
 from thunder.runtime.records import TABLES, LiveRecords
@@ -50,7 +51,8 @@ class ProxyServer:
     def __init__(self, config: ServeConfig, policy: Policy, tool_policy: ToolPolicy | None = None) -> None:
         self.config = config
         self.policy = policy
-        self.clients = [BackendClient(i, url, config) for i, url in enumerate(config.backends)]
+        client_type = BACKEND_CLIENTS[config.backend_kind]
+        self.clients = [client_type(i, url, config) for i, url in enumerate(config.backends)]
         self.records = LiveRecords(max_records=config.max_records)
         self._t0 = 0.0
         self.cluster = build_cluster(policy, [c.state for c in self.clients], self._now, self.records, config,
