@@ -18,6 +18,7 @@ from thunder.program import BackendId, Phase, Program, ProgramId, Status
 
 # ---- policies/demand.py ----------------------------------------------------------------
 
+
 def decay_weight(program: Program, now_s: float, decay_base: float) -> float:
     """f(t) = decay_base^-t for an acting program (t = seconds acting), 1 otherwise."""
     if program.phase is not Phase.ACTING or decay_base == 1.0:
@@ -91,6 +92,7 @@ def split_tokens(program: Program, shared_prefix_once: bool) -> tuple[str | None
 
 
 # ---- policies/placement.py -------------------------------------------------------------
+
 
 # Demand sums weighted floats; ignore sub-token rounding so that removing and
 # re-adding a program never turns "exactly at the limit" into "over it".

@@ -11,6 +11,12 @@ its ``shared_prefix_tokens`` once, at full weight, while any program holding
 it is counted (the engine keeps one copy of those blocks, and reasoning
 holders keep it hot). Without it every program adds its whole context, times
 its weight.
+
+A ledger fed programs one by one is exact: the same float as any ledger fed
+the same programs in the same order (``error_tokens`` 0). One started with
+``BackendDemand.approximate`` from sums kept elsewhere (``RunningDemand``)
+carries a bound on its distance from that float, and every later addition
+or removal widens it (``policies.certify``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class BackendDemand:
         self.capacity_tokens = capacity_tokens
         self.shared_prefix_once = shared_prefix_once
         self.program_count = 0
-        self.error_tokens = 0.0  # bound on |total_tokens - the exact ledger's|, before the last addition
+        self.error_tokens = 0.0  # bound on |_private_tokens - the exact ledger's|; 0: it is exact
         self._private_tokens = 0.0
         self._prefix_holders: dict[str, int] = {}
         self._prefix_tokens: dict[str, int] = {}
@@ -79,8 +85,8 @@ class BackendDemand:
         prefix, private_tokens = self._split(program)
         self.program_count += 1
         self._private_tokens += weight * private_tokens
-        if self.error_tokens:
-            self.error_tokens += ROUNDING * abs(self._private_tokens)
+        if self.error_tokens:  # this rounding, and the weight's (the exact ledger may never see this program)
+            self.error_tokens += ROUNDING * (abs(self._private_tokens) + private_tokens)
         if prefix is None:
             return
         holders = self._prefix_holders.get(prefix, 0)
@@ -94,8 +100,8 @@ class BackendDemand:
         prefix, private_tokens = self._split(program)
         self.program_count -= 1
         self._private_tokens -= weight * private_tokens
-        if self.error_tokens:
-            self.error_tokens += ROUNDING * abs(self._private_tokens)
+        if self.error_tokens:  # this rounding, and the weight's (the exact ledger may never see this program)
+            self.error_tokens += ROUNDING * (abs(self._private_tokens) + private_tokens)
         if prefix is None:
             return
         holders = self._prefix_holders.pop(prefix) - 1

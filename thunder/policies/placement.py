@@ -34,18 +34,17 @@ class BackendStep:
     __slots__ = ("backend_id", "limit_tokens", "members", "pause_demand", "restore_demand")
 
     def __init__(self, backend_id: BackendId, capacity_tokens: int, lambda_max: float,
-                 shared_prefix_once: bool) -> None:
+                 shared_prefix_once: bool, pause_demand: BackendDemand | None = None,
+                 restore_demand: BackendDemand | None = None) -> None:
         self.backend_id = backend_id
         self.limit_tokens = lambda_max * capacity_tokens
         self.members: list[Program] = []  # ACTIVE programs bound here, marked ones included
-        self.pause_demand = BackendDemand(capacity_tokens, shared_prefix_once)
-        self.restore_demand = BackendDemand(capacity_tokens, shared_prefix_once)  # filled lazily
-
-    def room_tokens(self) -> float:
-        return self.limit_tokens - self.restore_demand.total_tokens
+        self.pause_demand = pause_demand or BackendDemand(capacity_tokens, shared_prefix_once)
+        # filled lazily
+        self.restore_demand = restore_demand or BackendDemand(capacity_tokens, shared_prefix_once)
 
     def room(self) -> tuple[float, float]:
-        """(room_tokens, its error bound)."""
+        """(tokens left under the limit, its error bound)."""
         room = self.limit_tokens - self.restore_demand.total_tokens
         return room, rounded(self.restore_demand.total_error(), room)
 

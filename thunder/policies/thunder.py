@@ -149,8 +149,8 @@ class ProgramAwarePolicy:
         if program.marked_for_pause:
             return Hold("marked for pause")
         for backend in view.backends:
-            if backend.backend_id == program.backend:
-                return Dispatch(program.backend) if backend.healthy else Hold("backend unhealthy")
+            if backend.backend_id == program.backend and backend.healthy:
+                return Dispatch(program.backend)
         return Hold("backend unhealthy")
 
     def decide(self, view: ClusterView, trigger: Trigger) -> tuple[Decision, ...]:
