@@ -453,22 +453,23 @@ def calibrate_command(
                                      help="The server's max running requests (default: vLLM's on CPU)."),
     serving_flags: str | None = typer.Option(None, "--serving-flags", help="How the server was started, "
                                                                          "recorded in the profile."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the prompt token ids."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the prompt token ids (default: a fresh one, "
+                                                          "recorded in the profile)."),
 ) -> None:
     """Measure a live vLLM server and fit the simulator's step-time model to it."""
     import asyncio
     import json
 
-    from thunder.calibration import default_probes
+    from thunder.calibration import Probe, ProbeRun, ServerFacts, default_probes
     from thunder.runtime.calibrate import CalibrateConfig, CalibrationError, measure
     from thunder.sim.calibration import build_profile
 
     config = CalibrateConfig(endpoint=endpoint.rstrip("/"), model=model, repeats=repeats, seed=seed)
 
-    def probes(facts):  # type: ignore[no-untyped-def]
+    def probes(facts: ServerFacts) -> tuple[Probe, ...]:
         return default_probes(facts.max_model_len or 4096, facts.capacity_tokens, max_num_batched_tokens)
 
-    def report(run) -> None:  # type: ignore[no-untyped-def]
+    def report(run: ProbeRun) -> None:
         typer.echo(f"  {run.probe.name:>22}  median {1e3 * sorted(run.latencies_s)[len(run.latencies_s) // 2]:8.1f} ms",
                    err=True)
 
@@ -486,15 +487,24 @@ def calibrate_command(
     typer.echo(f"  step = {step['overhead_s'] * 1e3:.3f} ms + {step['per_prefill_token_s'] * 1e6:.3f} us/prefill token"
                f" + {step['per_decode_seq_s'] * 1e6:.2f} us/decoding seq + {step['per_context_token_s'] * 1e9:.3f} "
                f"ns/context token + {step['per_prefill_pair_s'] * 1e9:.3f} ns/prefill attention pair; "
-               f"request overhead {cal['fit']['coefficients']['request_overhead_s'] * 1e3:.1f} ms")
+               f"request overhead {profile['request_overhead_s'] * 1e3:.1f} ms under load "
+               f"({cal['fit']['coefficients']['request_overhead_s'] * 1e3:.1f} ms idle)")
     typer.echo(f"  fit: R^2 {cal['fit']['r2']:.4f}, median |rel error| {cal['fit']['median_abs_rel_error']:.1%}, "
-               f"max {cal['fit']['max_abs_rel_error']:.1%}")
+               f"max {cal['fit']['max_abs_rel_error']:.1%}"
+               + (f"; left out as outliers: {', '.join(cal['fit']['excluded_probes'])}"
+                  if cal["fit"]["excluded_probes"] else ""))
     prefix = cal["prefix_cache"]
     typer.echo(f"  prefix cache: repeat {prefix['repeat_cached_tokens']}/{prefix['prompt_tokens']} cached, extension "
                f"{prefix['extended_cached_tokens']}/{prefix['extended_prompt_tokens']} "
                f"({'as' if prefix['matches_simulator'] else 'NOT as'} the simulator's block rule)")
     if cal["preemptions_while_probing"]:
         typer.echo(f"  warning: {cal['preemptions_while_probing']:.0f} preemptions while probing", err=True)
+    if cal["fit"]["r2"] < 0.9:
+        typer.echo("  warning: a poor fit, likely load from elsewhere on the machine while probing: "
+                   "calibrate again (or with more --repeats)", err=True)
+    if cal["cached_probe_tokens"]:
+        typer.echo(f"  warning: probes found {cal['cached_probe_tokens']} prompt tokens cached (the fit assumes "
+                   "none): calibrate again with another --seed", err=True)
     typer.echo(f"wrote {output}")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -27,7 +28,7 @@ from typing import Any, Callable, Sequence
 import aiohttp
 import numpy as np
 
-from thunder.calibration import Measurements, PrefixCacheCheck, Probe, ProbeRun, ServerFacts
+from thunder.calibration import LoadProbe, Measurements, PrefixCacheCheck, Probe, ProbeRun, ServerFacts
 from thunder.runtime.backend import capacity_from
 from thunder.runtime.prometheus import first, parse_text, total
 
@@ -41,19 +42,26 @@ class CalibrateConfig:
     endpoint: str  # base URL of a vLLM server (not a proxy: we want the engine alone)
     model: str | None = None  # None: the first model the server lists
     repeats: int = 5  # runs of every probe; the fit takes the median per request
-    seed: int = 0  # seed of the prompt token ids
+    seed: int | None = None  # seed of the prompt token ids; None: a fresh one (recorded), so that a
+    # second calibration of the same server does not find the first one's prompts in its prefix cache
     request_timeout_s: float = 120.0
     token_id_range: tuple[int, int] = (100, 4000)  # must lie inside the vocabulary
     prefix_prompt_tokens: int = 1000  # the prefix-cache check's prompt length
     warmup_requests: int = 4  # first requests pay one-time costs (allocations, caches)
+    load_clients: int = 8  # the load probe: closed-loop clients ...
+    load_requests_each: int = 6  # ... each sending this many requests
+    load_prompt_tokens: int = 1024
+    load_output_tokens: int = 32
 
 
 class _Client:
     def __init__(self, config: CalibrateConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.session = session
-        self.rng = np.random.default_rng(config.seed)
+        self.seed = config.seed if config.seed is not None else secrets.randbits(32)
+        self.rng = np.random.default_rng(self.seed)
         self.model = config.model or ""
+        self.cached_probe_tokens = 0  # prompt tokens the probes found cached (should stay 0)
 
     def fresh_ids(self, count: int) -> list[int]:
         """Random ids: two prompts share a first 32-token block with negligible probability."""
@@ -115,7 +123,43 @@ class _Client:
     async def run_probe(self, probe: Probe) -> ProbeRun:
         prompts = [self.fresh_ids(probe.prompt_tokens) for _ in range(probe.count)]
         results = await asyncio.gather(*(self.complete(p, probe.output_tokens) for p in prompts))
+        self.cached_probe_tokens += sum(_cached(usage) for _, usage in results)
         return ProbeRun(probe, tuple(latency for latency, _ in results))
+
+    async def request_time_sums(self) -> tuple[float, float] | None:
+        """(seconds, requests) of vLLM's queue + inference time histograms, or None."""
+        status, text = await self.get("/metrics")
+        samples = parse_text(text) if status == 200 else []
+        queue = total(samples, "vllm:request_queue_time_seconds_sum")
+        inference = total(samples, "vllm:request_inference_time_seconds_sum")
+        count = total(samples, "vllm:request_inference_time_seconds_count")
+        if queue is None or inference is None or count is None:
+            return None
+        return queue + inference, count
+
+    async def load_probe(self) -> LoadProbe:
+        cfg = self.config
+        latencies: list[float] = []
+
+        async def client() -> None:
+            for _ in range(cfg.load_requests_each):
+                latency, _ = await self.complete(self.fresh_ids(cfg.load_prompt_tokens), cfg.load_output_tokens)
+                latencies.append(latency)
+
+        before = await self.request_time_sums()
+        await asyncio.gather(*(client() for _ in range(cfg.load_clients)))
+        engine = None
+        for _ in range(20):  # vLLM's counters update in batches: wait until they count every request
+            after = await self.request_time_sums()
+            if before is None or after is None:
+                break
+            if after[1] - before[1] >= len(latencies):
+                engine = (after[0] - before[0]) / (after[1] - before[1])
+                break
+            await asyncio.sleep(0.25)
+        return LoadProbe(clients=cfg.load_clients, requests_each=cfg.load_requests_each,
+                         prompt_tokens=cfg.load_prompt_tokens, output_tokens=cfg.load_output_tokens,
+                         mean_client_latency_s=float(np.mean(latencies)), mean_engine_s=engine)
 
     async def prefix_check(self) -> PrefixCacheCheck:
         n = self.config.prefix_prompt_tokens
@@ -168,5 +212,7 @@ async def measure(config: CalibrateConfig, probes_for: Callable[[ServerFacts], S
                     on_probe(runs[-1])
         preempted = await client.preemptions() - before
         prefix = await client.prefix_check()
+        load = await client.load_probe() if config.load_clients > 0 else None
     return Measurements(facts=facts, runs=tuple(runs), prefix=prefix, preemptions=preempted,
-                        duration_s=time.perf_counter() - started)
+                        duration_s=time.perf_counter() - started, load=load, seed=client.seed,
+                        cached_probe_tokens=client.cached_probe_tokens)

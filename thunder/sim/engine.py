@@ -80,9 +80,22 @@ class Replica:
     # -- public ------------------------------------------------------------------
 
     def submit(self, request: Request) -> None:
+        request.submitted_s = self.env.now
+        delay = self.spec.request_overhead_s
+        if delay > 0:
+            self.env.process(self._enqueue_after(request, delay))
+        else:
+            self._enqueue(request)
+
+    def _enqueue_after(self, request: Request, delay_s: float):  # SimPy process
+        # The API server's share of a request (see EngineSpec.request_overhead_s):
+        # the engine keeps stepping for others while this one is on its way.
+        yield self.env.timeout(delay_s)
+        self._enqueue(request)
+
+    def _enqueue(self, request: Request) -> None:
         self._order += 1
         request.order = self._order
-        request.submitted_s = self.env.now
         heapq.heappush(self.waiting, (request.priority, request.order, request))
         if not self._wakeup.triggered:
             self._wakeup.succeed()

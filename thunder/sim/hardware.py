@@ -6,7 +6,8 @@ plus ``decode_seqs`` sequences generating one token each, reading
 
     overhead_s
     + per_prefill_token_s * prefill_tokens + per_decode_seq_s * decode_seqs
-    + per_context_token_s * context_tokens                      (linear part)
+    + per_context_token_s * context_tokens
+    + per_prefill_pair_s * prefill_attention_pairs              (linear part)
     + max(compute_s, memory_s)                                   (roofline part)
 
 ``compute_s`` = (2 * active params * batch tokens + attention FLOPs) / usable FLOP/s,
@@ -19,9 +20,9 @@ KV capacity follows from memory left after weights.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -77,6 +78,10 @@ class StepTimeModel:
     per_prefill_token_s: float = 0.0
     per_decode_seq_s: float = 0.0
     per_context_token_s: float = 0.0
+    # Causal attention of a prefill chunk is quadratic: n new tokens attend to
+    # (offset + n/2) keys each. Measured on vLLM's CPU build it dominates prompts
+    # beyond ~1k tokens (thunder calibrate); 0 keeps prefill linear.
+    per_prefill_pair_s: float = 0.0
     flops_per_s: float = 0.0  # usable (peak x efficiency); 0 disables the roofline part
     bytes_per_s: float = 0.0
     model: ModelSpec | None = None
@@ -90,7 +95,8 @@ class StepTimeModel:
                context_tokens: int) -> float:
         """``prefill_attention_pairs`` = sum over chunks of n * (offset + n/2)."""
         t = (self.overhead_s + self.per_prefill_token_s * prefill_tokens
-             + self.per_decode_seq_s * decode_seqs + self.per_context_token_s * context_tokens)
+             + self.per_decode_seq_s * decode_seqs + self.per_context_token_s * context_tokens
+             + self.per_prefill_pair_s * prefill_attention_pairs)
         if self.flops_per_s and self.model is not None:
             batch = prefill_tokens + decode_seqs
             flops = (2.0 * self.model.active_params * batch
@@ -123,14 +129,17 @@ class EngineSpec:
     max_num_batched_tokens: int
     step_time: StepTimeModel
     sources: dict[str, str] = field(default_factory=dict)
+    # Time a request spends outside engine steps before the engine sees it (HTTP,
+    # API server, IPC); the engine serves others meanwhile. 0 for the GPU presets,
+    # where it is small against step times; measured by ``thunder calibrate``.
+    request_overhead_s: float = 0.0
 
     @property
     def capacity_tokens(self) -> int:
         return self.num_blocks * self.block_size
 
     def with_blocks(self, num_blocks: int) -> "EngineSpec":
-        return EngineSpec(self.name, num_blocks, self.block_size, self.max_num_seqs,
-                          self.max_num_batched_tokens, self.step_time, self.sources)
+        return replace(self, num_blocks=num_blocks)
 
 
 def kv_blocks_after_weights(gpu: GpuSpec, model: ModelSpec, block_size: int,
@@ -238,11 +247,24 @@ def _tiny_cpu_preset() -> EngineSpec:
     })
 
 
-PRESETS = {
+# Profiles measured by `thunder calibrate` and shipped as package data.
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
+
+
+def _bundled_profile(file_name: str) -> Callable[[], EngineSpec]:
+    def load() -> EngineSpec:
+        path = PROFILES_DIR / file_name
+        return profile_from_dict(json.loads(path.read_text()), source=file_name)
+    return load
+
+
+PRESETS: dict[str, Callable[[], EngineSpec]] = {
     "paper-8xh100-glm46": _paper_preset,
     "h100-llama8b": _h100_8b_preset,
     "rtx5090-qwen3-8b": _rtx5090_qwen3_8b_preset,
     "tiny-cpu": _tiny_cpu_preset,
+    # The tiny CPU model on vLLM 0.32's CPU build, measured (see the file's "calibration").
+    "tiny-cpu-calibrated": _bundled_profile("tiny-cpu-vllm032.json"),
 }
 
 
@@ -265,7 +287,7 @@ def profile_to_dict(spec: EngineSpec) -> dict[str, Any]:
     step = asdict(spec.step_time)
     return {"name": spec.name, "num_blocks": spec.num_blocks, "block_size": spec.block_size,
             "max_num_seqs": spec.max_num_seqs, "max_num_batched_tokens": spec.max_num_batched_tokens,
-            "step_time": step, "sources": spec.sources}
+            "step_time": step, "request_overhead_s": spec.request_overhead_s, "sources": spec.sources}
 
 
 def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSpec:
@@ -276,6 +298,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSp
         return EngineSpec(name=data["name"], num_blocks=int(data["num_blocks"]),
                           block_size=int(data["block_size"]), max_num_seqs=int(data["max_num_seqs"]),
                           max_num_batched_tokens=int(data["max_num_batched_tokens"]),
-                          step_time=step, sources=dict(data.get("sources", {})))
+                          step_time=step, sources=dict(data.get("sources", {})),
+                          request_overhead_s=float(data.get("request_overhead_s", 0.0)))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{source}: invalid engine profile: {exc}") from exc

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Sim-to-real fidelity: one trace, live on real vLLM and in the simulator, side by side.
+
+    python benchmarks/fidelity.py            # about 8 minutes on two cores
+
+What it does, all on one machine and in one run so that both sides see the same
+load from elsewhere:
+
+1. builds the tiny model and starts one real vLLM (CPU build, 16 MiB = 16,384
+   tokens of KV, the settings of ``tests/runtime/vllm_fixture.py``);
+2. calibrates it (``thunder calibrate``'s probes and fit) before every round
+   of live runs and after the last: the machine's load drifts, so the
+   simulator runs with every profile and reports the median;
+3. writes a token-scaled subset of the SWE-bench trace (first ``--programs``
+   programs, first ``--steps`` steps each, every token count times
+   ``--token-scale`` so one context fits ``max_model_len`` 4096 while the live
+   contexts together exceed the KV cache), so the simulator sees exactly the
+   token counts the replay sends;
+4. for each policy and parallel level, ``--repeats`` times, interleaved: starts
+   ``thunder serve`` in front of the vLLM, replays the trace through it
+   (``thunder run``'s replayer; tool times times ``--time-scale`` so the
+   engine, not the tool sleeps, is the bottleneck), stops the proxy (its
+   decision log gives the pauses) and reads vLLM's own request-time
+   histograms (how long requests spent in the engine, and outside it);
+5. simulates every cell with the calibrated profiles and the same tool-time
+   scale (also without the per-request overhead: the engine model alone), and
+   writes ``benchmarks/results/fidelity.json`` and the table in
+   ``docs/fidelity.md`` (between its table markers).
+
+Every live replay has a timeout and the whole run a deadline (``--budget-s``):
+a cell that cannot finish in time is reported as such, nothing hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from thunder.calibration import default_probes  # noqa: E402
+from thunder.metrics import build_tables, summarize  # noqa: E402
+from thunder.runtime.calibrate import CalibrateConfig, measure  # noqa: E402
+from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
+from thunder.runtime.vllm_server import (REPO_ROOT, VllmServer, VllmServerConfig, default_vllm_venv,  # noqa: E402
+                                         free_port, http_ok)
+from thunder.sim.calibration import build_profile  # noqa: E402
+from thunder.sim.experiment import CellSpec, run_cell  # noqa: E402
+from thunder.trace import TraceProgram, load_trace, write_trace  # noqa: E402
+from thunder.trace_scale import scale_trace  # noqa: E402
+
+METRICS = ("steps_per_min", "kv_hit_rate", "mean_step_latency_s", "p95_step_latency_s", "pauses")
+COMPARED = METRICS + ("engine_s_per_request", "outside_vllm_s_per_request")
+TABLE_START, TABLE_END = "<!-- fidelity-table:start -->", "<!-- fidelity-table:end -->"
+MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS = 2048, 128  # vLLM 0.32's OpenAI-server defaults on CPU
+
+
+def build_model(directory: Path) -> Path:
+    venv = default_vllm_venv()
+    subprocess.run([str(venv / "bin" / "python"), str(REPO_ROOT / "scripts" / "build_tiny_model.py"), str(directory)],
+                   check=True, capture_output=True, timeout=300)
+    return directory
+
+
+def metrics_value(url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def engine_seconds(url: str) -> tuple[float, float, float]:
+    """(engine seconds, server seconds, requests) from vLLM's histograms: time in the engine
+    (queue + inference), and from the API server stamping arrival to the last token (e2e)."""
+    return (metrics_value(url, "vllm:request_queue_time_seconds_sum")
+            + metrics_value(url, "vllm:request_inference_time_seconds_sum"),
+            metrics_value(url, "vllm:e2e_request_latency_seconds_sum"),
+            metrics_value(url, "vllm:request_inference_time_seconds_count"))
+
+
+class Proxy:
+    """``thunder serve`` as a child process; stopping it exports its tables."""
+
+    def __init__(self, backend: str, policy: str, export_dir: Path) -> None:
+        self.port = free_port()
+        self.export_dir = export_dir
+        thunder = Path(sys.executable).parent / "thunder"
+        with open(export_dir.parent / f"{export_dir.name}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(thunder), "serve", "--backends", backend, "--policy", policy, "--port", str(self.port),
+                 "--export", str(export_dir), "--log-level", "WARNING"],
+                stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 60
+        while not http_ok(f"{self.url}/health"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"thunder serve did not become healthy (see {export_dir}.log)")
+            time.sleep(0.2)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM (the proxy exports on the way out); the decision counts."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        counts: dict[str, int] = {}
+        path = self.export_dir / "decisions.csv"
+        if path.exists():
+            with open(path) as f:
+                for row in csv.DictReader(f):
+                    counts[row["action"]] = counts.get(row["action"], 0) + 1
+        return counts
+
+
+def live_cell(backend: str, trace: list[TraceProgram], policy: str, parallel: int, time_scale: float,
+              seed: int, work: Path, timeout_s: float) -> dict[str, Any]:
+    """One replay through a fresh proxy. ``seed`` picks the prompt token ids: a new seed per
+    run keeps one run's prompts from hitting another's leftovers in vLLM's prefix cache."""
+    export = work / f"export-{policy}-{parallel}-{seed}"
+    proxy = Proxy(backend, policy, export)
+    preempted = metrics_value(backend, "vllm:num_preemptions_total")
+    engine_before = engine_seconds(backend)
+    try:
+        config = ReplayConfig(endpoint=proxy.url, parallel=parallel, time_scale=time_scale, token_scale=1.0,
+                              seed=seed)
+        result = asyncio.run(asyncio.wait_for(replay(trace, config), timeout=timeout_s))
+    finally:
+        decisions = proxy.stop()
+    time.sleep(1.0)  # vLLM's counters update in batches
+    engine_after = engine_seconds(backend)
+    tables = build_tables(result.steps, result.programs, [], [])
+    summary = summarize(tables, None, result.duration_s, policy=policy, parallel=parallel)
+    served = engine_after[2] - engine_before[2]
+    summary["engine_s_per_request"] = (engine_after[0] - engine_before[0]) / served if served else None
+    # Where a live request's time goes: the client's latency minus vLLM's e2e is HTTP,
+    # the proxy and the API server before arrival / after the last token.
+    server_s = (engine_after[1] - engine_before[1]) / served if served else None
+    summary["vllm_e2e_s_per_request"] = server_s
+    summary["outside_vllm_s_per_request"] = (summary["mean_step_latency_s"] - server_s
+                                             if server_s is not None else None)
+    summary.update(pauses=decisions.get("pause", 0), restores=decisions.get("restore", 0),
+                   engine_preemptions=metrics_value(backend, "vllm:num_preemptions_total") - preempted,
+                   failures=len(result.failures), synthetic_reply_steps=result.synthetic_reply_steps)
+    return summary
+
+
+def sim_cell(trace_path: Path, profile_path: Path, policy: str, parallel: int, time_scale: float) -> dict[str, Any]:
+    summary, tables = run_cell(CellSpec(trace=str(trace_path), policy=policy, parallel=parallel,
+                                        preset=str(profile_path), tool_time_scale=time_scale), keep_tables=True)
+    assert tables is not None
+    overhead = json.loads(profile_path.read_text()).get("request_overhead_s", 0.0)
+    steps = tables.steps
+    summary["engine_preemptions"] = summary["preemptions"]
+    # As vLLM counts it: from reaching the engine to the last token.
+    summary["engine_s_per_request"] = float((steps["done_s"] - steps["dispatched_s"]).mean()) - overhead
+    return summary
+
+
+def pick(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = METRICS + ("steps", "duration_s", "restores", "engine_preemptions", "mean_queue_s",
+                      "engine_s_per_request", "vllm_e2e_s_per_request", "outside_vllm_s_per_request",
+                      "failures", "synthetic_reply_steps", "seed", "profile")
+    return {k: summary[k] for k in keys if k in summary}
+
+
+def rel(sim: float, live: float) -> float | None:
+    return (sim - live) / live if live else None
+
+
+def central(rows: list[dict[str, Any]], metric: str, how: str) -> float | None:
+    values = [r[metric] for r in rows if r.get(metric) is not None]
+    if not values:
+        return None
+    return float(statistics.median(values) if how == "median" else statistics.fmean(values))
+
+
+def compare(live: list[dict[str, Any]], sim: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians: over live repeats, and over the simulations with each calibration (machine
+    load moves both, and a burst of it can spoil one calibration)."""
+    out: dict[str, Any] = {}
+    for m in COMPARED:
+        a, b = central(sim, m, "median"), central(live, m, "median")
+        out[m] = {"sim": a, "live": b, "rel_error": rel(a, b) if a is not None and b is not None else None,
+                  "live_runs": [r.get(m) for r in live], "sim_runs": [r.get(m) for r in sim]}
+    return out
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    setup = result["setup"]
+    fits = ", ".join(f"{c['fit']['r2']:.3f}" for c in result["calibrations"])
+    overheads = ", ".join(f"{c['request_overhead_s'] * 1e3:.0f}" for c in result["calibrations"])
+    lines = [f"Command: `{result['command']}`", "",
+             f"Trace: first {setup['programs']} SWE-bench programs, first {setup['steps']} steps, tokens x "
+             f"{setup['token_scale']}, tool times x {setup['time_scale']}; one vLLM {result['engine_version']} "
+             f"backend ({result['capacity_tokens']:,}-token KV). Live: `thunder serve` + `thunder run`, "
+             f"{setup['repeats']} runs per cell, median. Sim: `thunder simulate` with each of the profiles "
+             f"calibrated before every round of live runs and after the last (R^2 {fits}; request overhead "
+             f"{overheads} ms), median. "
+             "Error = (sim - live) / live.", "",
+             "| policy | parallel | steps/min sim / live (err) | sim, engine only | KV hit rate sim / live (err) | "
+             "mean step latency s sim / live (err) | p95 step latency s sim / live (err) | pauses sim / live | "
+             "engine s per request sim / live (err) | live s outside vLLM per request |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(entry: dict[str, Any], metric: str, fmt: str) -> str:
+        c = entry[metric]
+        if c["sim"] is None or c["live"] is None:
+            return "n/a"
+        err = "" if c["rel_error"] is None else f" ({c['rel_error']:+.0%})"
+        return f"{c['sim']:{fmt}} / {c['live']:{fmt}}{err}"
+
+    for e in result["comparison"]:
+        outside = e["outside_vllm_s_per_request"]["live"]
+        lines.append(f"| {e['policy']} | {e['parallel']} | {cell(e, 'steps_per_min', '.0f')} | "
+                     f"{e['sim_engine_only']['steps_per_min']:.0f} | {cell(e, 'kv_hit_rate', '.3f')} | "
+                     f"{cell(e, 'mean_step_latency_s', '.3f')} | {cell(e, 'p95_step_latency_s', '.3f')} | "
+                     f"{e['pauses']['sim']:.0f} / {e['pauses']['live']:.0f} | "
+                     f"{cell(e, 'engine_s_per_request', '.3f')} | "
+                     f"{'n/a' if outside is None else f'{outside:.3f}'} |")
+    lines += ["", "Live self-agreement, spread of the runs of each cell ((max - min) / median): " + "; ".join(
+        f"{a['policy']} x{a['parallel']}: steps/min {a['steps_per_min']:.0%}, hit rate {a['kv_hit_rate']:.0%}"
+        for a in result["self_agreement"])]
+    lines += ["", "Policy ranking by steps/min at each level, sim / live: " + "; ".join(
+        f"{n}: {r['sim']} / {r['live']}" for n, r in result["ranking"].items())]
+    timing = result["timing_s"]
+    lines += ["", f"Wall time: vLLM start {timing['vllm_start']:.0f} s, calibrations {timing['calibrate']:.0f} s, "
+                  f"live replays {timing['live']:.0f} s, simulations {timing['sim']:.1f} s, "
+                  f"total {timing['total']:.0f} s."]
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, table: str) -> None:
+    text = path.read_text() if path.exists() else f"# Sim-to-real fidelity\n\n{TABLE_START}\n{TABLE_END}\n"
+    if TABLE_START not in text:
+        text += f"\n{TABLE_START}\n{TABLE_END}\n"
+    head, rest = text.split(TABLE_START, 1)
+    tail = rest.split(TABLE_END, 1)[1] if TABLE_END in rest else ""
+    path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
+
+
+def calibrate(url: str, serving_flags: str, name: str) -> dict[str, Any]:
+    measured = asyncio.run(measure(CalibrateConfig(endpoint=url), lambda f: default_probes(
+        f.max_model_len, f.capacity_tokens, MAX_NUM_BATCHED_TOKENS)))
+    return build_profile(measured, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, name=name, serving_flags=serving_flags)
+
+
+def run_live(url: str, plan: list[tuple[str, int]], args: argparse.Namespace, trace: list[TraceProgram],
+             work: Path, started: float, before_round: Callable[[int], None]
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every cell ``args.repeats`` times, interleaved (all cells, then all again), so that a
+    slow minute on the shared machine hits one run of several cells, not every run of one.
+    ``before_round`` runs before each round (a calibration: both sides measured close in time)."""
+    live: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    seed = 0
+    for round_index in range(args.repeats):
+        before_round(round_index)
+        for policy, n in plan:
+            seed += 1
+            if time.perf_counter() - started > args.budget_s:
+                skipped.append({"policy": policy, "parallel": n, "reason": "run budget spent"})
+                continue
+            c0 = time.perf_counter()
+            try:
+                summary = live_cell(url, trace, policy, n, args.time_scale, seed=seed, work=work,
+                                    timeout_s=args.cell_timeout_s)
+            except asyncio.TimeoutError:
+                skipped.append({"policy": policy, "parallel": n, "reason": f"over {args.cell_timeout_s:.0f} s"})
+                continue
+            live.append({"policy": policy, "parallel": n, **pick(summary), "seed": seed})
+            print(f"  live {policy:>8} x{n:<3} {summary['steps_per_min']:7.1f} steps/min  hit "
+                  f"{summary['kv_hit_rate']:.3f}  pauses {summary['pauses']}  ({time.perf_counter() - c0:.0f} s)",
+                  file=sys.stderr)
+    return live, skipped
+
+
+def order(values: dict[str, float], tie: float = 0.02) -> str:
+    """Policies by descending value; neighbours within ``tie`` (relative) are written as equal."""
+    names = sorted(values, key=lambda p: -values[p])
+    text = names[0]
+    for before, name in zip(names, names[1:]):
+        text += (" = " if values[before] - values[name] <= tie * values[before] else " > ") + name
+    return text
+
+
+def summarize_grid(plan: list[tuple[str, int]], policies: list[str], levels: list[int],
+                   live: list[dict[str, Any]], sims: list[dict[str, Any]],
+                   bare: list[dict[str, Any]]) -> dict[str, Any]:
+    def rows(table: list[dict[str, Any]], policy: str, n: int) -> list[dict[str, Any]]:
+        return [r for r in table if r["policy"] == policy and r["parallel"] == n]
+
+    comparison, agreement, ranking = [], [], {}
+    for policy, n in plan:
+        runs = rows(live, policy, n)
+        if not runs:
+            continue
+        comparison.append({"policy": policy, "parallel": n, **compare(runs, rows(sims, policy, n)),
+                           "sim_engine_only": {m: central(rows(bare, policy, n), m, "median") for m in COMPARED}})
+        if len(runs) > 1:
+            agreement.append({"policy": policy, "parallel": n, **{
+                m: (max(r[m] for r in runs) - min(r[m] for r in runs)) / statistics.median(r[m] for r in runs)
+                for m in ("steps_per_min", "kv_hit_rate", "mean_step_latency_s")}})
+    for n in levels:
+        got = {e["policy"]: e["steps_per_min"] for e in comparison if e["parallel"] == n}
+        if len(got) > 1:
+            ranking[str(n)] = {side: order({p: got[p][side] for p in got}) for side in ("sim", "live")}
+    return {"comparison": comparison, "self_agreement": agreement, "ranking": ranking}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trace", type=Path, default=ROOT / "traces" / "swebench.jsonl")
+    parser.add_argument("--programs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--token-scale", type=float, default=0.25)
+    parser.add_argument("--time-scale", type=float, default=0.1)
+    parser.add_argument("--parallel", default="8,16")
+    parser.add_argument("--policies", default="vllm,thunder")
+    parser.add_argument("--repeats", type=int, default=3, help="live runs per cell (median reported)")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="start no live run after this")
+    parser.add_argument("--cell-timeout-s", type=float, default=120.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "fidelity.md")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    timing = {"vllm_start": 0.0, "calibrate": 0.0, "live": 0.0, "sim": 0.0}
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    levels = [int(v) for v in args.parallel.split(",") if v.strip()]
+    plan = [(policy, n) for n in levels for policy in policies]
+
+    loaded = load_trace(args.trace)
+    trace = scale_trace(list(loaded.programs)[:args.programs], args.token_scale, max_steps=args.steps)
+    with tempfile.TemporaryDirectory(prefix="thunder-fidelity-") as tmp:
+        work = Path(tmp)
+        trace_path = work / "trace.jsonl"
+        write_trace(trace_path, loaded.header, trace)
+        trace = list(load_trace(trace_path).programs)  # what the simulator reads, exactly
+        t0 = time.perf_counter()
+        config = VllmServerConfig(model_dir=build_model(work / "tiny-llama"), served_model_name="tiny-llama",
+                                  log_path=work / "vllm.log")
+        flags = " ".join(config.command(0)[3:]).split(" --host")[0]
+        with VllmServer(config) as server:
+            timing["vllm_start"] = time.perf_counter() - t0
+            print(f"vLLM up in {timing['vllm_start']:.0f} s", file=sys.stderr)
+            profiles: list[dict[str, Any]] = []
+
+            def calibrate_now(label: str) -> None:
+                t0 = time.perf_counter()
+                profiles.append(calibrate(server.url, flags, label))
+                timing["calibrate"] += time.perf_counter() - t0
+                fit = profiles[-1]["calibration"]["fit"]
+                print(f"  calibrated ({label}): R^2 {fit['r2']:.3f}", file=sys.stderr)
+
+            t0 = time.perf_counter()
+            try:
+                live, skipped = run_live(server.url, plan, args, trace, work, started,
+                                         before_round=lambda i: calibrate_now(f"fidelity-round-{i + 1}"))
+                calibrate_now("fidelity-after")
+            except Exception:
+                print(server.log_tail(), file=sys.stderr)  # the log lives in the temporary folder
+                raise
+            timing["live"] = time.perf_counter() - t0 - timing["calibrate"]
+        t0 = time.perf_counter()
+        sims, bare = [], []
+        for index, profile in enumerate(profiles):
+            path, bare_path = work / f"profile-{index}.json", work / f"profile-{index}-bare.json"
+            path.write_text(json.dumps(profile))
+            bare_path.write_text(json.dumps({**profile, "request_overhead_s": 0.0}))
+            for policy, n in plan:
+                sims.append({"policy": policy, "parallel": n, "profile": profile["name"],
+                             **pick(sim_cell(trace_path, path, policy, n, args.time_scale))})
+                bare.append({"policy": policy, "parallel": n, "profile": profile["name"],
+                             **pick(sim_cell(trace_path, bare_path, policy, n, args.time_scale))})
+        timing["sim"] = time.perf_counter() - t0
+    timing["total"] = time.perf_counter() - started
+
+    result: dict[str, Any] = {
+        "command": " ".join(["python benchmarks/fidelity.py", *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), no GPU",
+        "engine_version": profiles[0]["calibration"]["engine_version"],
+        "capacity_tokens": profiles[0]["num_blocks"] * profiles[0]["block_size"],
+        "setup": {"programs": args.programs, "steps": args.steps, "token_scale": args.token_scale,
+                  "time_scale": args.time_scale, "parallel": levels, "policies": policies, "repeats": args.repeats,
+                  "max_context_tokens": max(s.prompt_tokens + s.output_tokens for p in trace for s in p.steps),
+                  "sum_final_contexts_tokens": sum(p.steps[-1].prompt_tokens + p.steps[-1].output_tokens
+                                                   for p in trace)},
+        "calibrations": [{"name": p["name"], "step_time": p["step_time"],
+                          "request_overhead_s": p["request_overhead_s"], "fit": p["calibration"]["fit"],
+                          "residuals": p["calibration"]["residuals"], "load_probe": p["calibration"]["load_probe"],
+                          "prefix_cache": p["calibration"]["prefix_cache"]} for p in profiles],
+        "profile": {k: v for k, v in profiles[0].items() if k != "calibration"},
+        **summarize_grid(plan, policies, levels, live, sims, bare),
+        "live": live, "sim": sims, "sim_engine_only": bare, "skipped": skipped, "timing_s": timing,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_doc(args.doc, markdown_table(result))
+    print(markdown_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Calibration: the features the simulated engine charges, the non-negative fit
+recovering known coefficients, profiles round-tripping, and the per-request
+overhead the simulator adds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from thunder.calibration import (COEFFICIENTS, STEP_FEATURES, LoadProbe, Measurements, PrefixCacheCheck, Probe,
+                                 ProbeRun, ServerFacts, default_probes, fit_linear, nnls)
+from thunder.sim.calibration import build_profile, fit_engine_spec, probe_features
+from thunder.sim.hardware import (EngineSpec, StepTimeModel, load_engine_spec, profile_from_dict,
+                                  profile_to_dict)
+from thunder.sim.run import SimConfig, simulate
+from thunder.trace import TraceProgram, TraceStep
+
+TRUE = {"overhead_s": 2.0e-3, "per_prefill_token_s": 8.0e-6, "per_decode_seq_s": 7.0e-5,
+        "per_context_token_s": 2.0e-7, "per_prefill_pair_s": 1.8e-8, "request_overhead_s": 6.0e-3}
+
+
+def geometry(budget: int = 2048) -> EngineSpec:
+    return EngineSpec(name="geometry", num_blocks=512, block_size=32, max_num_seqs=128,
+                      max_num_batched_tokens=budget, step_time=StepTimeModel())
+
+
+def synthetic_runs(noise: float, repeats: int = 3, seed: int = 0) -> list[ProbeRun]:
+    """Latencies the true model gives each probe's requests, times (1 + noise * N(0, 1))."""
+    rng = np.random.default_rng(seed)
+    step = np.array([TRUE[name] for name in STEP_FEATURES])
+    runs = []
+    for _ in range(repeats):
+        for probe in default_probes(4096, 16384, 2048):
+            exact = probe_features(probe, geometry()) @ step + TRUE["request_overhead_s"]
+            runs.append(ProbeRun(probe, tuple(exact * (1 + noise * rng.standard_normal(len(exact))))))
+    return runs
+
+
+def test_features_follow_the_engines_chunking_and_batching():
+    one = probe_features(Probe("long", 1, 3000, 1), geometry())
+    assert one.tolist() == [[2.0, 3000.0, 0.0, 0.0, 2048 * 1024 + 952 * (2048 + 476)]]  # two chunks
+    batch = probe_features(Probe("batch", 8, 512, 1), geometry())
+    # the budget takes four prompts per step: the first four finish after step 1, the rest after step 2
+    assert batch[:4, 0].tolist() == [1.0] * 4 and batch[4:, 0].tolist() == [2.0] * 4
+    assert batch[4:, 1].tolist() == [4096.0] * 4
+    decode = probe_features(Probe("decode", 4, 32, 64), geometry())
+    # step 1 prefills 4 x 32 and samples each first token; 63 decode steps of 4 sequences follow
+    steps, prefill, seqs, context, _ = decode[0]
+    assert (steps, prefill, seqs) == (64.0, 128.0, 63.0 * 4)
+    assert context == sum(4 * (32 + i) for i in range(63))
+
+
+def test_exact_latencies_recover_the_coefficients():
+    fit = fit_linear(*_stack(synthetic_runs(noise=0.0, repeats=1)))
+    for name in COEFFICIENTS:
+        assert fit.coefficients[name] == pytest.approx(TRUE[name], rel=1e-6)
+    assert fit.r2 == pytest.approx(1.0)
+
+
+def test_noisy_latencies_recover_the_coefficients_within_noise():
+    spec, fit, residuals = fit_engine_spec(synthetic_runs(noise=0.03, repeats=5), geometry())
+    assert fit.r2 > 0.99 and fit.median_abs_rel_error < 0.03
+    step = spec.step_time
+    assert step.overhead_s == pytest.approx(TRUE["overhead_s"], rel=0.25)
+    assert step.per_decode_seq_s == pytest.approx(TRUE["per_decode_seq_s"], rel=0.25)
+    assert step.per_context_token_s == pytest.approx(TRUE["per_context_token_s"], rel=0.25)
+    assert step.per_prefill_pair_s == pytest.approx(TRUE["per_prefill_pair_s"], rel=0.25)
+    assert all(abs(r["rel_error"]) < 0.1 for r in residuals)
+
+
+def test_coefficients_are_never_negative():
+    # A term absent from the data (no context cost) and noise: plain least squares
+    # may go below zero; the non-negative fit stays at zero or above.
+    runs = synthetic_runs(noise=0.05, repeats=2, seed=3)
+    fit = fit_linear(*_stack(runs))
+    assert all(v >= 0 for v in fit.coefficients.values())
+    a = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]])
+    assert nnls(a, np.array([2.0, 1.0, 0.0])).tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_profile_round_trips_with_every_field():
+    spec = dataclasses.replace(geometry(), step_time=StepTimeModel(**{k: TRUE[k] for k in STEP_FEATURES}),
+                               sources={"why": "test"}, request_overhead_s=0.004)
+    data = json.loads(json.dumps(profile_to_dict(spec)))
+    assert profile_from_dict(data) == spec
+    del data["request_overhead_s"]  # profiles written before the field existed still load
+    assert profile_from_dict(data).request_overhead_s == 0.0
+
+
+def test_build_profile_records_measurements_and_loads_as_a_profile(tmp_path):
+    facts = ServerFacts(version="0.32.0", model="tiny", max_model_len=4096, block_size=32, num_blocks=512,
+                        cache_config={"block_size": "32", "num_gpu_blocks": "512"})
+    prefix = PrefixCacheCheck(prompt_tokens=1000, first_cached_tokens=0, repeat_cached_tokens=992,
+                              extended_prompt_tokens=1100, extended_cached_tokens=992, first_latency_s=0.04,
+                              repeat_latency_s=0.01, extended_latency_s=0.02)
+    load = LoadProbe(clients=8, requests_each=6, prompt_tokens=1024, output_tokens=32,
+                     mean_client_latency_s=0.33, mean_engine_s=0.28)
+    measured = Measurements(facts=facts, runs=tuple(synthetic_runs(0.0, repeats=1)), prefix=prefix,
+                            preemptions=0.0, duration_s=12.0, load=load)
+    profile = build_profile(measured, 2048, 128, name="tiny-test", serving_flags="--block-size 32")
+    assert profile["calibration"]["engine_version"] == "0.32.0"
+    assert profile["calibration"]["prefix_cache"]["matches_simulator"] is True
+    assert profile["request_overhead_s"] == pytest.approx(0.05)  # under load: client minus engine
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    spec = load_engine_spec(str(path))
+    assert (spec.num_blocks, spec.block_size, spec.max_num_batched_tokens) == (512, 32, 2048)
+    assert spec.step_time.per_prefill_pair_s == pytest.approx(TRUE["per_prefill_pair_s"], rel=1e-6)
+
+
+def test_bundled_calibrated_preset_loads():
+    spec = load_engine_spec("tiny-cpu-calibrated")
+    assert spec.capacity_tokens == 16384 and spec.block_size == 32
+    assert spec.step_time.overhead_s > 0 and spec.step_time.per_prefill_pair_s > 0
+    assert "engine" in spec.sources
+
+
+def test_request_overhead_delays_a_request_by_exactly_that_much():
+    program = TraceProgram(program_id="p", workflow="t", steps=(TraceStep(prompt_tokens=100, output_tokens=10),))
+    spec = EngineSpec(name="t", num_blocks=64, block_size=16, max_num_seqs=8, max_num_batched_tokens=2048,
+                      step_time=StepTimeModel(overhead_s=0.01))
+    latencies = []
+    for overhead in (0.0, 0.25):
+        outcome = simulate([program], _vllm(), dataclasses.replace(spec, request_overhead_s=overhead),
+                           SimConfig(parallel=1))
+        row = outcome.cluster.records.steps[0]
+        latencies.append(row["done_s"] - row["ready_s"])
+    assert latencies[0] == pytest.approx(0.1)
+    assert latencies[1] == pytest.approx(0.35)
+
+
+def _vllm():  # type: ignore[no-untyped-def]
+    from thunder.policies.registry import make_policy
+    return make_policy("vllm")
+
+
+def _stack(runs: list[ProbeRun]) -> tuple[np.ndarray, np.ndarray]:
+    from thunder.sim.calibration import design
+    features, latencies, _ = design(runs, geometry())
+    return features, latencies
+
+
+def test_a_probe_slowed_by_outside_load_is_left_out_not_fitted():
+    clean = synthetic_runs(noise=0.02, repeats=3, seed=5)
+    disturbed = [ProbeRun(r.probe, tuple(6 * v for v in r.latencies_s)) if r.probe.name == "decode-16x32" else r
+                 for r in clean]
+    spec, fit, _ = fit_engine_spec(disturbed, geometry())
+    assert fit.excluded == ("decode-16x32",)
+    assert spec.step_time.per_prefill_pair_s == pytest.approx(TRUE["per_prefill_pair_s"], rel=0.25)
+    assert spec.step_time.overhead_s == pytest.approx(TRUE["overhead_s"], rel=0.35)
+    _, clean_fit, _ = fit_engine_spec(clean, geometry())
+    assert clean_fit.excluded == ()

@@ -1,0 +1,156 @@
+"""Fit an engine profile to live measurements, through the simulated engine itself.
+
+For each probe (``thunder.calibration.Probe``) we run the simulated replica with
+a stand-in step-time model that makes every step last one second and records
+the step's features (prefill tokens, decoding sequences, context tokens, prefill attention pairs). A
+request that finishes at t = k waited through steps 1..k, so its feature sums
+are the cumulative sums at k. Least squares on those sums then fits exactly the
+model the simulator will charge, with its chunked prefill, token budget and
+block rounding, instead of a hand-derived approximation of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Any, Sequence, cast
+
+import numpy as np
+import simpy
+
+from thunder.calibration import (STEP_FEATURES, LinearFit, Measurements, Probe, ProbeRun, fit_linear, predict,
+                                run_summary)
+from thunder.sim.engine import Replica
+from thunder.sim.hardware import EngineSpec, StepTimeModel, profile_to_dict
+from thunder.sim.request import Request
+
+
+class _FeatureClock:
+    """Duck-types ``StepTimeModel``: each step lasts 1 s; its features are recorded."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, float, float, float, float]] = []
+
+    def step_s(self, prefill_tokens: int, prefill_attention_pairs: float, decode_seqs: int,
+               context_tokens: int) -> float:
+        self.rows.append((1.0, float(prefill_tokens), float(decode_seqs), float(context_tokens),
+                          float(prefill_attention_pairs)))
+        return 1.0
+
+    def decode_run_s(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
+        # Same growth as StepTimeModel.decode_run_s: each step adds one token per sequence.
+        for i in range(steps):
+            self.rows.append((1.0, 0.0, float(decode_seqs), float(context_tokens + decode_seqs * i), 0.0))
+        return np.ones(steps)
+
+
+def probe_features(probe: Probe, geometry: EngineSpec) -> np.ndarray:
+    """Per request of ``probe`` (all submitted at t=0 in send order), the sums of
+    ``STEP_FEATURES`` over the engine steps until it completes; shape (count, 5)."""
+    clock = _FeatureClock()
+    spec = replace(geometry, step_time=cast(StepTimeModel, clock))
+    env = simpy.Environment()
+    replica = Replica(env, 0, spec)
+    requests = [Request(program_id=f"probe-{i}", step_index=0, prompt_tokens=probe.prompt_tokens,
+                        output_tokens=probe.output_tokens, program_key=("p", f"probe-{i}", 0),
+                        shared_key=None, shared_blocks=0, prior_tokens=0) for i in range(probe.count)]
+    for request in requests:
+        replica.submit(request)
+    env.run(until=10_000_000)  # far beyond any probe; the replica idles once all are done
+    cumulative = np.cumsum(np.array(clock.rows), axis=0)
+    features = []
+    for request in requests:
+        if request.done_s is None:
+            raise ValueError(f"probe {probe.name}: request never finished in the simulated engine")
+        features.append(cumulative[int(round(request.done_s)) - 1])
+    return np.array(features)
+
+
+def design(runs: Sequence[ProbeRun], geometry: EngineSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Feature rows, latencies and probe names: one row per request position of each
+    probe, its latency the median over the probe's repeats (robust to a burst of
+    load from elsewhere on the machine during one repeat)."""
+    grouped: dict[Probe, list[tuple[float, ...]]] = {}
+    for run in runs:
+        if len(run.latencies_s) != run.probe.count:
+            raise ValueError(f"probe {run.probe.name}: {len(run.latencies_s)} latencies for {run.probe.count} requests")
+        grouped.setdefault(run.probe, []).append(run.latencies_s)
+    rows, latencies, names = [], [], []
+    for probe, repeats in grouped.items():
+        rows.append(probe_features(probe, geometry))
+        latencies.extend(np.median(np.array(repeats), axis=0))
+        names.extend([probe.name] * probe.count)
+    return np.vstack(rows), np.array(latencies), names
+
+
+def fit_engine_spec(runs: Sequence[ProbeRun], geometry: EngineSpec) -> tuple[EngineSpec, LinearFit, list[dict[str, Any]]]:
+    """The fitted spec (``geometry`` with a linear step-time model), the fit, and per probe
+    the measured and predicted median latency (the residuals a reader can check)."""
+    features, latencies, names = design(runs, geometry)
+    fit = fit_linear(features, latencies, groups=names)
+    c = fit.coefficients
+    step = StepTimeModel(overhead_s=c["overhead_s"], per_prefill_token_s=c["per_prefill_token_s"],
+                         per_decode_seq_s=c["per_decode_seq_s"], per_context_token_s=c["per_context_token_s"],
+                         per_prefill_pair_s=c["per_prefill_pair_s"])
+    predicted = predict(c, features)
+    residuals = []
+    for name in dict.fromkeys(names):
+        mask = np.array([n == name for n in names])
+        measured, model = float(np.median(latencies[mask])), float(np.median(predicted[mask]))
+        residuals.append({"probe": name, "measured_s": measured, "predicted_s": model,
+                          "rel_error": (model - measured) / measured})
+    return replace(geometry, step_time=step), fit, residuals
+
+
+def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_seqs: int,
+                  name: str | None = None, serving_flags: str | None = None) -> dict[str, Any]:
+    """A profile (``profile_to_dict``) plus a ``calibration`` record: engine version,
+    serving flags, every measurement, the fit and its residuals.
+
+    The scheduler limits are not observable over HTTP; they are the caller's
+    (``thunder calibrate`` defaults to vLLM's OpenAI-server defaults on CPU)."""
+    facts = measured.facts
+    geometry = EngineSpec(name=name or f"{facts.model}-vllm-{facts.version}", num_blocks=facts.num_blocks,
+                          block_size=facts.block_size, max_num_seqs=max_num_seqs,
+                          max_num_batched_tokens=max_num_batched_tokens, step_time=StepTimeModel())
+    spec, fit, residuals = fit_engine_spec(measured.runs, geometry)
+    c = fit.coefficients
+    load = measured.load
+    loaded = load.overhead_s if load is not None else None
+    # The simulator gets the overhead under load (the regime of the runs it models);
+    # without vLLM's request-time histograms, the fit's intercept (an idle server's).
+    overhead = loaded if loaded is not None else c["request_overhead_s"]
+    sources = {
+        "engine": f"vLLM {facts.version}, model {facts.model}, max_model_len {facts.max_model_len}",
+        "kv": f"vllm:cache_config_info: {facts.num_blocks} blocks x {facts.block_size} tokens = "
+              f"{facts.capacity_tokens} tokens",
+        "step_time": f"thunder calibrate: non-negative least squares over {fit.rows} request latencies "
+                     f"({len(measured.runs)} probe runs), R^2 {fit.r2:.3f}, median |relative error| "
+                     f"{fit.median_abs_rel_error:.1%}"
+                     + (f"; outlying probes left out: {', '.join(fit.excluded)}" if fit.excluded else ""),
+        "request_overhead": (
+            f"{overhead * 1e3:.1f} ms per request outside engine steps: "
+            + (f"{load.clients} closed-loop clients' mean latency minus vLLM's queue + inference time"
+               if loaded is not None and load is not None else "the fit's intercept (no request-time histograms)")
+            + f"; an idle server's intercept is {c['request_overhead_s'] * 1e3:.1f} ms"),
+        "scheduler": f"max_num_batched_tokens {max_num_batched_tokens}, max_num_seqs {max_num_seqs} "
+                     "(given to thunder calibrate; not observable over HTTP)",
+    }
+    if serving_flags:
+        sources["serving_flags"] = serving_flags
+    profile = profile_to_dict(replace(spec, sources=sources, request_overhead_s=overhead))
+    prefix = measured.prefix
+    profile["calibration"] = {
+        "engine_version": facts.version, "model": facts.model, "max_model_len": facts.max_model_len,
+        "serving_flags": serving_flags, "cache_config_info": facts.cache_config,
+        "fit": fit.to_dict(), "residuals": residuals, "probes": run_summary(measured.runs),
+        "latencies_s": [{"probe": r.probe.name, "count": r.probe.count, "prompt_tokens": r.probe.prompt_tokens,
+                         "output_tokens": r.probe.output_tokens, "latencies_s": [round(v, 5) for v in r.latencies_s]}
+                        for r in measured.runs],
+        "prefix_cache": {**asdict(prefix), "expected": prefix.expected(facts.block_size),
+                         "matches_simulator": all(getattr(prefix, k) == v
+                                                  for k, v in prefix.expected(facts.block_size).items())},
+        "load_probe": None if load is None else {**asdict(load), "overhead_s": load.overhead_s},
+        "preemptions_while_probing": measured.preemptions, "cached_probe_tokens": measured.cached_probe_tokens,
+        "seed": measured.seed, "duration_s": measured.duration_s,
+    }
+    return profile
