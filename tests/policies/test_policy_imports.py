@@ -1,5 +1,5 @@
 """STYLE.md's dependency rule: the core and the policies import no clock,
-event loop, simulator or network library. Only cli.py wires worlds together."""
+event loop, simulator or network library. Only thunder/cli/ wires worlds together."""
 
 from __future__ import annotations
 

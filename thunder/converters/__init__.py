@@ -7,7 +7,7 @@ share (token counting, context-reset marking, the report).
 
 The rule that keeps it clean: converters read their input and return values;
 they never write files, read a clock or print (``thunder trace convert`` in
-``cli.py`` does that), and they never drop a run or a value silently. A run
+``thunder/cli/`` does that), and they never drop a run or a value silently. A run
 they cannot convert is in ``ConversionReport.skipped``; a value they could not
 measure is left absent and listed in ``ConversionReport.warnings``; the
 header's ``notes`` state every choice and count. The format and the choices

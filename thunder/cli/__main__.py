@@ -1,0 +1,5 @@
+"""``python -m thunder.cli``."""
+
+from thunder.cli import main
+
+main()
