@@ -76,6 +76,12 @@ class VllmServerConfig:
     startup_timeout_s: float = 300.0
     stop_grace_s: float = 15.0
     host: str = "127.0.0.1"
+    # One engine process with one OpenMP thread. vLLM's default on CPU, a worker process
+    # behind the engine-core process, makes the engine core spin (sched_yield) waiting for
+    # the worker's result: on a small machine that spin takes the core the API server,
+    # the proxy and the clients need, and adds 40-130 ms per request that varies with load
+    # (measured in docs/vllm-cpu.md). The single process leaves every other core free.
+    single_process: bool = True
 
     def command(self, port: int) -> list[str]:
         """The `vllm serve` argv for `port`."""
@@ -99,7 +105,36 @@ class VllmServerConfig:
         ]  # fmt: skip
         if self.served_model_name:
             argv += ["--served-model-name", self.served_model_name]
+        if self.single_process:
+            argv += ["--distributed-executor-backend", "uni"]
         return argv + list(self.extra_args)
+
+    def describe(self) -> str:
+        """The launch as one line, for records: variables, then `vllm serve MODEL flags`
+        (host, port and the local paths left out)."""
+        argv = self.command(0)
+        flags: list[str] = []
+        skip = False
+        for arg in argv[3:]:
+            if skip:
+                skip = False
+            elif arg in ("--host", "--port"):
+                skip = True
+            else:
+                flags.append(arg)
+        env = " ".join(f"{k}={v}" for k, v in sorted(self.environment().items()) if not k.endswith("OFFLINE")
+                       and k not in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK"))
+        return f"{env} vllm serve MODEL {' '.join(flags)}"
+
+    def environment(self) -> dict[str, str]:
+        """Variables the server runs with on top of the caller's environment."""
+        env = dict(SERVER_ENV)
+        if self.single_process:
+            # vLLM's CPU platform swaps the in-process executor for the multiprocess one
+            # unless this is 0; the API server still runs the engine core in its own process.
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            env["OMP_NUM_THREADS"] = "1"  # a second OpenMP thread spins on the front end's core
+        return env
 
 
 class VllmServer:
@@ -139,7 +174,7 @@ class VllmServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **SERVER_ENV},
+                env={**os.environ, **self.config.environment()},
                 start_new_session=True,
             )
         try:
