@@ -21,13 +21,12 @@ Live semantics (where the simulator knows more than a proxy can):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
-from thunder.cluster import (TICK, BackendView, ClusterView, Decision, Dispatch, Pause, Pin, Restore, Trigger,
-                             TriggerKind)
+from thunder.applier import DecisionApplier
+from thunder.cluster import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.policies.base import Policy
 from thunder.program import BackendId, Phase, Program, ProgramId, Status
 from thunder.runtime.records import LiveRecords, step_row
@@ -36,7 +35,7 @@ from thunder.runtime.state import NO_BACKEND, RELEASED, BackendState, LiveProgra
 log = logging.getLogger(__name__)
 
 
-class LiveCluster:
+class LiveCluster(DecisionApplier):
     def __init__(self, policy: Policy, backends: Sequence[BackendState], clock: Callable[[], float],
                  records: LiveRecords | None = None) -> None:
         self.policy = policy
@@ -71,11 +70,6 @@ class LiveCluster:
         named again is a new program, and the old one's requests are not its."""
         program = self.programs.get(ticket.program_id)
         return program if program is not None and program is ticket.owner else None
-
-    def _update(self, program_id: ProgramId, **changes: Any) -> Program:
-        view = dataclasses.replace(self.views[program_id], **changes)
-        self.views[program_id] = view
-        return view
 
     # -- events reported by the proxy ------------------------------------------------
 
@@ -279,57 +273,22 @@ class LiveCluster:
     def tick(self) -> list[Decision]:
         return self.control(TICK)
 
-    def control(self, trigger: Trigger) -> list[Decision]:
-        decisions = list(self.policy.decide(self.snapshot(), trigger))
-        for decision in decisions:
-            self.apply(decision)
-        return decisions
+    # -- what the decision contract needs from the live world (DecisionApplier) --------
 
-    def apply(self, decision: Decision) -> None:
-        program = self.programs.get(decision.program_id)
-        if program is None:
-            return  # released in the meantime
-        view = self.views[program.program_id]
-        if isinstance(decision, Pause):
-            if view.status is not Status.ACTIVE:
-                return
-            if view.phase is Phase.REASONING and program.in_flight:
-                self._update(program.program_id, marked_for_pause=True)
-                self._log("mark", program.program_id, view.backend)
-            else:
-                self._pause(program, reason="policy")
-        elif isinstance(decision, Restore):
-            if view.status is not Status.PAUSED:
-                return
-            self._activate(program, decision.backend)
-            self._log("restore", program.program_id, decision.backend)
-            for ticket in list(program.held):
-                self._dispatch(program, ticket, decision.backend)
-        elif isinstance(decision, Pin):
-            backend = view.backend if view.backend is not None else program.last_backend
-            if backend is not None:
-                # vLLM has no API to make cached blocks unevictable: recorded, not enforced.
-                program.pinned_until_s = decision.until_s
-                self._log("pin", program.program_id, backend, "recorded only: not enforceable on vLLM")
+    def now(self) -> float:
+        return self.clock()
 
-    def _pause(self, program: LiveProgram, reason: str) -> None:
-        view = self.views[program.program_id]
-        now = self.clock()
-        self._update(program.program_id, status=Status.PAUSED, backend=None, marked_for_pause=False,
-                     paused_since_s=now)
-        program.pauses += 1
-        self._log("pause", program.program_id, view.backend, reason)
+    def _in_engine(self, program: LiveProgram) -> bool:
+        return program.in_flight > 0
 
-    def _activate(self, program: LiveProgram, backend: BackendId) -> None:
-        view = self.views[program.program_id]
-        if view.status is Status.ACTIVE and view.backend == backend and view.paused_since_s is None:
-            return  # already there: the common case of a program's next request
-        if view.status is Status.PAUSED and not view.is_new:
-            program.restores += 1
-            if program.last_backend is not None and backend != program.last_backend:
-                program.migrations += 1
-                self._log("migrate", program.program_id, backend)
-        self._update(program.program_id, status=Status.ACTIVE, backend=backend, paused_since_s=None)
+    def _dispatch_held(self, program: LiveProgram, backend: BackendId) -> None:
+        for ticket in list(program.held):
+            self._dispatch(program, ticket, backend)
+
+    def _pin(self, program: LiveProgram, backend: BackendId, until_s: float) -> None:
+        # vLLM has no API to make cached blocks unevictable: recorded, not enforced.
+        program.pinned_until_s = until_s
+        self._log("pin", program.program_id, backend, "recorded only: not enforceable on vLLM")
 
     def _dispatch(self, program: LiveProgram, ticket: Ticket, backend: BackendId) -> None:
         now = self.clock()

@@ -8,15 +8,14 @@ Nothing here decides: routing, pausing and restoring come from the policy.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable
 
 import simpy
 
-from thunder.cluster import (TICK, BackendView, ClusterView, Decision, Dispatch, Pause, Pin, Restore,
-                             Trigger, TriggerKind)
+from thunder.applier import DecisionApplier
+from thunder.cluster import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.policies.base import Policy
 from thunder.program import Phase, Program, Status
 from thunder.sim.engine import Replica, Request
@@ -47,7 +46,6 @@ class SimProgram:
     restores: int = 0
     migrations: int = 0
     queue_s: float = 0.0
-    paused_at_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -60,7 +58,7 @@ class RunRecords:
     timeseries: list[dict[str, Any]] = field(default_factory=list)
 
 
-class SimCluster:
+class SimCluster(DecisionApplier):
     def __init__(self, env: simpy.Environment, replicas: list[Replica], policy: Policy,
                  on_program_end: Callable[[SimProgram], None] | None = None) -> None:
         self.env = env
@@ -84,11 +82,6 @@ class SimCluster:
             for r in self.replicas)
         # The mapping is read-only and valid for the duration of one policy call.
         return ClusterView(now_s=self.env.now, backends=backends, programs=self._readonly_views)
-
-    def _update(self, program_id: str, **changes: Any) -> Program:
-        view = dataclasses.replace(self.views[program_id], **changes)
-        self.views[program_id] = view
-        return view
 
     # -- lifecycle events (called by the agent processes and the engines) -------
 
@@ -174,56 +167,24 @@ class SimCluster:
 
     def control(self, trigger: Trigger) -> list[Decision]:
         self.control_steps += 1
-        decisions = list(self.policy.decide(self.snapshot(), trigger))
-        for decision in decisions:
-            self.apply(decision)
-        return decisions
+        return super().control(trigger)
 
-    def apply(self, decision: Decision) -> None:
-        program = self.programs.get(decision.program_id)
-        if program is None:
-            return  # finished in the meantime
-        view = self.views[program.program_id]
-        if isinstance(decision, Pause):
-            if view.status is not Status.ACTIVE:
-                return
-            if view.phase is Phase.REASONING and not program.held:
-                self._update(program.program_id, marked_for_pause=True)
-                self._log("mark", program.program_id, view.backend)
-            else:
-                self._pause(program, reason="policy")
-        elif isinstance(decision, Restore):
-            if view.status is not Status.PAUSED:
-                return
-            self._activate(program, decision.backend)
-            self._log("restore", program.program_id, decision.backend)
-            if program.held:
-                self._dispatch(program, decision.backend, None)
-        elif isinstance(decision, Pin):
-            backend = view.backend if view.backend is not None else program.last_backend
-            if backend is not None:
-                self.replicas[backend].pin(self._program_key(program), decision.until_s)
-                program.pinned_on = backend
-                self._log("pin", program.program_id, backend)
+    # -- what the decision contract needs from the simulated world (DecisionApplier) ----
 
-    def _pause(self, program: SimProgram, reason: str) -> None:
-        view = self.views[program.program_id]
-        self._update(program.program_id, status=Status.PAUSED, backend=None, marked_for_pause=False,
-                     paused_since_s=self.env.now)
-        program.pauses += 1
-        program.paused_at_s = self.env.now
-        self._log("pause", program.program_id, view.backend, reason)
+    def now(self) -> float:
+        return self.env.now
 
-    def _activate(self, program: SimProgram, backend: int) -> None:
-        view = self.views[program.program_id]
-        if view.status is Status.PAUSED and not view.is_new:
-            program.restores += 1
-            if program.last_backend is not None and backend != program.last_backend:
-                program.migrations += 1
-                self._log("migrate", program.program_id, backend)
-        if program.paused_at_s is not None and view.status is Status.PAUSED:
-            program.paused_at_s = None
-        self._update(program.program_id, status=Status.ACTIVE, backend=backend, paused_since_s=None)
+    def _in_engine(self, program: SimProgram) -> bool:
+        return not program.held  # a reasoning program is either held at the proxy or in an engine
+
+    def _dispatch_held(self, program: SimProgram, backend: int) -> None:
+        if program.held:
+            self._dispatch(program, backend, None)
+
+    def _pin(self, program: SimProgram, backend: int, until_s: float) -> None:
+        self.replicas[backend].pin(self._program_key(program), until_s)
+        program.pinned_on = backend
+        self._log("pin", program.program_id, backend)
 
     def _dispatch(self, program: SimProgram, backend: int, priority: float | None) -> None:
         now = self.env.now
@@ -273,7 +234,8 @@ class SimCluster:
                      tool_s: float | None) -> None:
         self.records.steps.append({
             "program_id": program.program_id, "step": request.step_index, "backend": program.last_backend,
-            "ready_s": program.ready_s, "dispatched_s": request.submitted_s, "admitted_s": request.admitted_s,
+            "ready_s": program.ready_s, "dispatched_s": request.submitted_s,
+            "engine_arrival_s": request.engine_arrival_s, "admitted_s": request.admitted_s,
             "first_token_s": request.first_token_s, "done_s": request.done_s,
             "prompt_tokens": request.prompt_tokens, "cached_tokens": request.hit_tokens or 0,
             "recompute_tokens": request.recompute_tokens, "output_tokens": request.output_tokens,
