@@ -168,9 +168,9 @@ def test_metrics_health_programs_and_export():
         assert [p["program_id"] for p in listing["programs"]] == ["m1"]
         async with client.get("/programs/export.csv") as response:
             rows = list(csv.DictReader(io.StringIO(await response.text())))
-        assert list(rows[0]) == ["program_id", "step", "backend", "ready_s", "dispatched_s", "admitted_s",
-                                 "first_token_s", "done_s", "prompt_tokens", "cached_tokens", "recompute_tokens",
-                                 "output_tokens", "preemptions", "tool", "tool_s"]
+        assert list(rows[0]) == ["program_id", "step", "backend", "ready_s", "dispatched_s", "engine_arrival_s",
+                                 "admitted_s", "first_token_s", "done_s", "prompt_tokens", "cached_tokens",
+                                 "recompute_tokens", "output_tokens", "preemptions", "tool", "tool_s"]
         assert rows[0]["program_id"] == "m1"
         async with client.get("/programs/export.csv?table=nope") as response:
             assert response.status == 400

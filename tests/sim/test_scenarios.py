@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from sim_builders import engine, growing, program
+from sim_builders import engine, growing, program, replace
 
 from thunder.metrics import build_tables, summarize
 from thunder.policies.registry import make_policy
@@ -137,3 +137,19 @@ def test_a_request_larger_than_a_replica_is_a_clear_error():
     from thunder.sim.cluster import SimulationError
     with pytest.raises(SimulationError, match="exceed a replica's KV capacity"):
         run([program("big", [5000])], "vllm", engine(64), parallel=1)
+
+
+# 320 tokens of KV, 64-token prefill chunks: a decodes to 250 tokens while b's
+# 240-token prompt arrives. b's first chunk fits, its whole prompt does not.
+LATE_LONG_PROMPT = [program("a", [100], output=150), program("b", [240], output=16, arrival_s=0.05)]
+
+
+def test_admitting_on_the_first_chunk_preempts_when_later_chunks_find_the_cache_full():
+    spec = engine(20, max_num_batched_tokens=64)
+    _, _, first_chunk = run(LATE_LONG_PROMPT, "vllm", spec, parallel=2)
+    _, tables, full_prompt = run(LATE_LONG_PROMPT, "vllm", replace(spec, admit_full_prompt=True), parallel=2)
+    assert first_chunk["preemptions"] > 0
+    assert full_prompt["preemptions"] == 0
+    steps = tables.steps.set_index("program_id")
+    # vLLM 0.32's gate: b waits until a's blocks are back, then runs whole.
+    assert steps.loc["b", "admitted_s"] >= steps.loc["a", "done_s"]

@@ -16,7 +16,8 @@ from typing import Any, Iterable
 
 from thunder.runtime.state import Ticket, Usage
 
-STEP_COLUMNS = ("program_id", "step", "backend", "ready_s", "dispatched_s", "admitted_s", "first_token_s",
+STEP_COLUMNS = ("program_id", "step", "backend", "ready_s", "dispatched_s", "engine_arrival_s", "admitted_s",
+                "first_token_s",
                 "done_s", "prompt_tokens", "cached_tokens", "recompute_tokens", "output_tokens", "preemptions",
                 "tool", "tool_s")
 PROGRAM_COLUMNS = ("program_id", "arrived_s", "started_s", "finished_s", "steps", "pauses", "restores",
@@ -108,7 +109,8 @@ def step_row(ticket: Ticket, usage: Usage | None, done_s: float, block_size: int
         recompute = max(0, computed - usage.cached_tokens)
     return {
         "program_id": ticket.program_id, "step": ticket.step, "backend": ticket.backend,
-        "ready_s": ticket.ready_s, "dispatched_s": ticket.dispatched_s, "admitted_s": None,
+        "ready_s": ticket.ready_s, "dispatched_s": ticket.dispatched_s,
+        "engine_arrival_s": None, "admitted_s": None,
         "first_token_s": ticket.first_token_s, "done_s": done_s,
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "cached_tokens": usage.cached_tokens if usage else None, "recompute_tokens": recompute,

@@ -189,7 +189,7 @@ class Replayer:
         details = usage.get("prompt_tokens_details") or {}
         self.result.steps.append({
             "program_id": program.program_id, "step": index, "backend": None, "ready_s": ready,
-            "dispatched_s": ready, "admitted_s": None, "first_token_s": None, "done_s": done,
+            "dispatched_s": ready, "engine_arrival_s": None, "admitted_s": None, "first_token_s": None, "done_s": done,
             "prompt_tokens": int(usage.get("prompt_tokens", len(prompt))),
             "cached_tokens": int(details.get("cached_tokens") or 0), "recompute_tokens": None,
             "output_tokens": int(usage.get("completion_tokens", 0)), "preemptions": None,

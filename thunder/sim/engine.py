@@ -10,6 +10,8 @@ Each engine step (vLLM v1's scheduler):
 2. Then, if nothing was preempted, waiting requests are admitted in order
    (FCFS, or by ``priority``) while budget, ``max_num_seqs`` and blocks allow;
    the first one that does not fit stops admission (head-of-line, as vLLM).
+   "Fits" means the blocks of its first chunk are free, or, with
+   ``EngineSpec.admit_full_prompt`` (vLLM 0.32's default), those of its whole prompt.
 
 Event efficiency, exact in what it reports:
 * decoding requests advance lazily (``DecodeSet``): a step costs O(prefilling
@@ -75,25 +77,31 @@ class Replica:
         self._wakeup = env.event()
         self._accounted_s = 0.0
         self._budget_left = 0  # token budget the current plan leaves for admissions
+        self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
         self.process = env.process(self._run())
 
     # -- public ------------------------------------------------------------------
 
     def submit(self, request: Request) -> None:
-        request.submitted_s = self.env.now
+        now = request.submitted_s = self.env.now
         delay = self.spec.request_overhead_s
+        if self.spec.frontend_s > 0:
+            # One front-end server, first come first served, constant service time.
+            self._frontend_free_s = max(now, self._frontend_free_s) + self.spec.frontend_s
+            delay += self._frontend_free_s - now
         if delay > 0:
             self.env.process(self._enqueue_after(request, delay))
         else:
             self._enqueue(request)
 
     def _enqueue_after(self, request: Request, delay_s: float):  # SimPy process
-        # The API server's share of a request (see EngineSpec.request_overhead_s):
+        # The API server's share of a request (EngineSpec.request_overhead_s, frontend_s):
         # the engine keeps stepping for others while this one is on its way.
         yield self.env.timeout(delay_s)
         self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
+        request.engine_arrival_s = self.env.now
         self._order += 1
         request.order = self._order
         heapq.heappush(self.waiting, (request.priority, request.order, request))
@@ -257,6 +265,12 @@ class Replica:
                     + request.blocks_for(hit_tokens + tokens, self.block_size) - hit.program_hit_blocks)
             if not self.cache.can_allocate(need, now, reserved=hit.free_blocks_reused, own_key=request.program_key):
                 break
+            if self.spec.admit_full_prompt and tokens < target - hit_tokens:
+                # The gate only: later chunks still allocate as they run (vLLM reserves nothing).
+                whole = hit.shared_missing_blocks + request.blocks_for(target, self.block_size) - hit.program_hit_blocks
+                if not self.cache.can_allocate(whole, now, reserved=hit.free_blocks_reused,
+                                               own_key=request.program_key):
+                    break
             heapq.heappop(self.waiting)
             self.cache.acquire(request.program_key, request.shared_key, request.shared_blocks, hit)
             allocated = self.cache.allocate(need, now)

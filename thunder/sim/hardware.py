@@ -133,6 +133,17 @@ class EngineSpec:
     # API server, IPC); the engine serves others meanwhile. 0 for the GPU presets,
     # where it is small against step times; measured by ``thunder calibrate``.
     request_overhead_s: float = 0.0
+    # Time each request holds the replica's front end (HTTP, the API server's parsing and
+    # output processing: one process serving one request at a time) before the engine
+    # sees it. Requests that finish in the same step queue there, which a constant
+    # delay misses. 0 for the GPU presets; ``thunder calibrate`` measures it.
+    frontend_s: float = 0.0
+    # Admit a waiting request only if its whole prompt fits the free blocks, not just its
+    # first prefill chunk: vLLM's ``scheduler_reserve_full_isl``, on by default in 0.32
+    # (added in 2026). Without it a long prompt is admitted on its first chunk and
+    # preempted when a later chunk finds the cache full. Off for the presets that model
+    # earlier engines (the paper's); ``thunder calibrate`` turns it on.
+    admit_full_prompt: bool = False
 
     @property
     def capacity_tokens(self) -> int:
@@ -287,7 +298,8 @@ def profile_to_dict(spec: EngineSpec) -> dict[str, Any]:
     step = asdict(spec.step_time)
     return {"name": spec.name, "num_blocks": spec.num_blocks, "block_size": spec.block_size,
             "max_num_seqs": spec.max_num_seqs, "max_num_batched_tokens": spec.max_num_batched_tokens,
-            "step_time": step, "request_overhead_s": spec.request_overhead_s, "sources": spec.sources}
+            "step_time": step, "request_overhead_s": spec.request_overhead_s,
+            "frontend_s": spec.frontend_s, "admit_full_prompt": spec.admit_full_prompt, "sources": spec.sources}
 
 
 def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSpec:
@@ -299,6 +311,14 @@ def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSp
                           block_size=int(data["block_size"]), max_num_seqs=int(data["max_num_seqs"]),
                           max_num_batched_tokens=int(data["max_num_batched_tokens"]),
                           step_time=step, sources=dict(data.get("sources", {})),
-                          request_overhead_s=float(data.get("request_overhead_s", 0.0)))
+                          request_overhead_s=float(data.get("request_overhead_s", 0.0)),
+                          frontend_s=float(data.get("frontend_s", 0.0)),
+                          admit_full_prompt=_flag(data.get("admit_full_prompt", False), "admit_full_prompt"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{source}: invalid engine profile: {exc}") from exc
+
+
+def _flag(value: Any, field_name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{field_name} must be true or false, got {value!r}")
+    return value

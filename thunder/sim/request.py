@@ -26,6 +26,7 @@ class Request:
     order: int = 0  # submit order (waiting-queue tie break)
     seq: int = 0  # admission order (running-list position)
     submitted_s: float = 0.0
+    engine_arrival_s: float = 0.0  # after the front end (EngineSpec.request_overhead_s, frontend_s)
     admitted_s: float | None = None
     first_token_s: float | None = None
     done_s: float | None = None
