@@ -46,7 +46,7 @@ def main() -> None:
         results = list(pool.map(_run, jobs))
     base = results[0][1]["steps_per_min"]
     print(f"{args.trace}, {args.parallel} parallel, {args.replicas} replica(s), {args.preset}")
-    print(f"| variant | steps/min | vs vLLM | KV hit rate | re-prefilled tokens | preemptions | pauses |")
+    print("| variant | steps/min | vs vLLM | KV hit rate | re-prefilled tokens | preemptions | pauses |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, s in results:
         print(f"| {label.strip()} | {s['steps_per_min']:.1f} | {s['steps_per_min'] / base:.2f}x | "

@@ -153,7 +153,8 @@ def default_probes(max_model_len: int, capacity_tokens: int, max_num_batched_tok
       chunking when a prompt exceeds the token budget;
     * batches of prompts at once: prefill spread over several steps;
     * batches decoding 64 tokens from short prompts (per-sequence cost) and from
-      long ones (per-context-token cost).
+      long ones of two lengths (per-context-token cost: two probes, so that one slowed
+      by load cannot leave the term to a single measurement).
     Every probe fits the KV cache with room to spare: a preemption would make the
     engine's schedule differ from the one the features assume.
     """
@@ -162,7 +163,7 @@ def default_probes(max_model_len: int, capacity_tokens: int, max_num_batched_tok
     probes = [Probe(f"prefill-{n}", 1, n, 1) for n in lengths if 0 < n <= longest]
     probes += [Probe(f"prefill-batch-{c}x512", c, 512, 1) for c in (4, 8)]
     room = int(capacity_tokens * 0.8)  # headroom: decode adds blocks as it goes
-    for count, prompt in ((1, 32), (4, 32), (16, 32), (32, 32), (4, 1000), (12, 1000)):
+    for count, prompt in ((1, 32), (4, 32), (16, 32), (32, 32), (4, 1000), (12, 1000), (4, 2000)):
         if count * (prompt + 64) <= room and prompt + 64 <= max_model_len:
             probes.append(Probe(f"decode-{count}x{prompt}", count, prompt, 64))
     return tuple(probes)
@@ -207,9 +208,10 @@ def _solve(design: np.ndarray, latencies_s: np.ndarray, weight: np.ndarray) -> n
 
 def _probe_errors(design: np.ndarray, latencies_s: np.ndarray, solution: np.ndarray,
                   names: list[str]) -> dict[str, float]:
-    """Per group: |relative error| of the model at the group's median latency."""
+    """Per group: relative error of the model at the group's median latency (negative:
+    the probe ran slower than the model says)."""
     rel = (design @ solution - latencies_s) / latencies_s
-    return {g: float(abs(np.median(rel[[n == g for n in names]]))) for g in dict.fromkeys(names)}
+    return {g: float(np.median(rel[[n == g for n in names]])) for g in dict.fromkeys(names)}
 
 
 def fit_linear(features: np.ndarray, latencies_s: np.ndarray, groups: Sequence[str] | None = None,
@@ -226,8 +228,9 @@ def fit_linear(features: np.ndarray, latencies_s: np.ndarray, groups: Sequence[s
     every repeat of one probe several-fold, and a least-squares fit bends every
     coefficient towards it. Up to ``max_excluded`` probes are left out when,
     fitted without them, the rest agree clearly better (median probe error down
-    by a fifth) and each left-out probe misses by more than 25% and by four times
-    that median: a high-breakdown check, not a trim of the worst rows. R^2 is over
+    by a fifth) and each left-out probe ran slower than they predict by more than
+    25% and by four times that median: a high-breakdown check, not a trim of the
+    worst rows, and one-sided, since load from elsewhere only ever slows a probe. R^2 is over
     the rows fitted; the relative errors over all rows, left-out ones included."""
     if features.ndim != 2 or features.shape[1] != len(STEP_FEATURES):
         raise ValueError(f"features must have {len(STEP_FEATURES)} columns, got shape {features.shape}")
@@ -245,8 +248,12 @@ def fit_linear(features: np.ndarray, latencies_s: np.ndarray, groups: Sequence[s
         keep = np.array([n not in drop for n in names])
         solution = _solve(design, latencies_s, np.where(keep, weight, 0.0))
         errors = _probe_errors(design, latencies_s, solution, names)
-        score = float(np.median([e for g, e in errors.items() if g not in drop]))
-        if any(errors[g] <= max(0.25, 4 * score) for g in drop):
+        score = float(np.median([abs(e) for g, e in errors.items() if g not in drop]))
+        # Only a probe that ran slower than the others predict can have been hit by load
+        # from elsewhere; one that ran faster is evidence against the model, and leaving
+        # it out would bend the coefficient it pins down (the long-context decode probe
+        # is the one that fixes per_context_token_s).
+        if any(-errors[g] <= max(0.25, 4 * score) for g in drop):
             return np.inf, solution  # a left-out probe the others explain: not an outlier
         return score, solution
 

@@ -83,11 +83,14 @@ def test_coefficients_are_never_negative():
 
 def test_profile_round_trips_with_every_field():
     spec = dataclasses.replace(geometry(), step_time=StepTimeModel(**{k: TRUE[k] for k in STEP_FEATURES}),
-                               sources={"why": "test"}, request_overhead_s=0.004)
+                               sources={"why": "test"}, request_overhead_s=0.004, admit_full_prompt=True)
     data = json.loads(json.dumps(profile_to_dict(spec)))
     assert profile_from_dict(data) == spec
-    del data["request_overhead_s"]  # profiles written before the field existed still load
+    del data["request_overhead_s"], data["admit_full_prompt"]  # profiles older than the fields still load
     assert profile_from_dict(data).request_overhead_s == 0.0
+    assert profile_from_dict(data).admit_full_prompt is False
+    with pytest.raises(ValueError, match="admit_full_prompt must be true or false"):
+        profile_from_dict({**data, "admit_full_prompt": "yes"})
 
 
 def test_build_profile_records_measurements_and_loads_as_a_profile(tmp_path):
@@ -103,12 +106,21 @@ def test_build_profile_records_measurements_and_loads_as_a_profile(tmp_path):
     profile = build_profile(measured, 2048, 128, name="tiny-test", serving_flags="--block-size 32")
     assert profile["calibration"]["engine_version"] == "0.32.0"
     assert profile["calibration"]["prefix_cache"]["matches_simulator"] is True
-    assert profile["request_overhead_s"] == pytest.approx(0.05)  # under load: client minus engine
+    # The front end costs one request what the fit's intercept says; the load probe checks
+    # the queue model (8 clients finishing together wait 4.5 services on average).
+    assert profile["request_overhead_s"] == 0.0
+    assert profile["frontend_s"] == pytest.approx(TRUE["request_overhead_s"], rel=1e-6)
+    check = profile["calibration"]["frontend_check"]
+    assert check["measured_s"] == pytest.approx(0.05)
+    assert check["predicted_s"] == pytest.approx(4.5 * TRUE["request_overhead_s"], rel=1e-6)
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(profile))
     spec = load_engine_spec(str(path))
     assert (spec.num_blocks, spec.block_size, spec.max_num_batched_tokens) == (512, 32, 2048)
     assert spec.step_time.per_prefill_pair_s == pytest.approx(TRUE["per_prefill_pair_s"], rel=1e-6)
+    assert spec.admit_full_prompt is True  # vLLM 0.32's admission rule, unless told otherwise
+    earlier = build_profile(measured, 2048, 128, admit_full_prompt=False)
+    assert earlier["admit_full_prompt"] is False and "first chunk" in earlier["sources"]["scheduler"]
 
 
 def test_bundled_calibrated_preset_loads():
@@ -116,6 +128,7 @@ def test_bundled_calibrated_preset_loads():
     assert spec.capacity_tokens == 16384 and spec.block_size == 32
     assert spec.step_time.overhead_s > 0 and spec.step_time.per_prefill_pair_s > 0
     assert "engine" in spec.sources
+    assert spec.admit_full_prompt is True
 
 
 def test_request_overhead_delays_a_request_by_exactly_that_much():
@@ -130,6 +143,19 @@ def test_request_overhead_delays_a_request_by_exactly_that_much():
         latencies.append(row["done_s"] - row["ready_s"])
     assert latencies[0] == pytest.approx(0.1)
     assert latencies[1] == pytest.approx(0.35)
+
+
+def test_front_end_serves_requests_one_at_a_time():
+    # Three programs ready at once: the front end takes 0.05 s for each, in turn.
+    programs = [TraceProgram(program_id=f"p{i}", workflow="t", steps=(TraceStep(prompt_tokens=100, output_tokens=10),))
+                for i in range(3)]
+    spec = EngineSpec(name="t", num_blocks=64, block_size=16, max_num_seqs=8, max_num_batched_tokens=2048,
+                      step_time=StepTimeModel(overhead_s=0.01), frontend_s=0.05)
+    outcome = simulate(programs, _vllm(), spec, SimConfig(parallel=3))
+    rows = outcome.cluster.records.steps
+    assert sorted(r["engine_arrival_s"] - r["dispatched_s"] for r in rows) == pytest.approx([0.05, 0.10, 0.15])
+    later = simulate(programs[:1], _vllm(), spec, SimConfig(parallel=1)).cluster.records.steps[0]
+    assert later["engine_arrival_s"] - later["dispatched_s"] == pytest.approx(0.05)  # alone: no queue
 
 
 def _vllm():  # type: ignore[no-untyped-def]
@@ -153,3 +179,12 @@ def test_a_probe_slowed_by_outside_load_is_left_out_not_fitted():
     assert spec.step_time.overhead_s == pytest.approx(TRUE["overhead_s"], rel=0.35)
     _, clean_fit, _ = fit_engine_spec(clean, geometry())
     assert clean_fit.excluded == ()
+
+
+def test_a_probe_faster_than_the_others_predict_is_never_left_out():
+    # Outside load only slows a probe down: a fast one is kept, however far off.
+    clean = synthetic_runs(noise=0.02, repeats=3, seed=5)
+    fast = [ProbeRun(r.probe, tuple(v / 6 for v in r.latencies_s)) if r.probe.name == "decode-16x32" else r
+            for r in clean]
+    _, fit, _ = fit_engine_spec(fast, geometry())
+    assert "decode-16x32" not in fit.excluded

@@ -140,6 +140,10 @@ def calibrate_command(
         help="The server's token budget per step (not visible over HTTP; default: vLLM's on CPU)."),
     max_num_seqs: int = typer.Option(128, "--max-num-seqs", min=1,
                                      help="The server's max running requests (default: vLLM's on CPU)."),
+    admission: str = typer.Option(
+        "full-prompt", "--admission",
+        help="How the server admits a waiting request: full-prompt (its whole prompt must fit the free KV "
+             "blocks: vLLM's scheduler_reserve_full_isl, the default in 0.32) or first-chunk (earlier vLLM)."),
     serving_flags: str | None = typer.Option(None, "--serving-flags", help="How the server was started, "
                                                                          "recorded in the profile."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the prompt token ids (default: a fresh one, "
@@ -153,6 +157,8 @@ def calibrate_command(
     from thunder.runtime.calibrate import CalibrateConfig, CalibrationError, measure
     from thunder.sim.calibration import build_profile
 
+    if admission not in ("full-prompt", "first-chunk"):
+        _fail(f"--admission: expected full-prompt or first-chunk, got {admission!r}")
     config = CalibrateConfig(endpoint=endpoint.rstrip("/"), model=model, repeats=repeats, seed=seed)
 
     def probes(facts: ServerFacts) -> tuple[Probe, ...]:
@@ -167,7 +173,8 @@ def calibrate_command(
     except CalibrationError as exc:
         _fail(str(exc))
         return
-    profile = build_profile(measured, max_num_batched_tokens, max_num_seqs, name=name, serving_flags=serving_flags)
+    profile = build_profile(measured, max_num_batched_tokens, max_num_seqs, name=name, serving_flags=serving_flags,
+                            admit_full_prompt=admission == "full-prompt")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(profile, indent=2) + "\n")
     cal, step = profile["calibration"], profile["step_time"]
@@ -176,8 +183,12 @@ def calibrate_command(
     typer.echo(f"  step = {step['overhead_s'] * 1e3:.3f} ms + {step['per_prefill_token_s'] * 1e6:.3f} us/prefill token"
                f" + {step['per_decode_seq_s'] * 1e6:.2f} us/decoding seq + {step['per_context_token_s'] * 1e9:.3f} "
                f"ns/context token + {step['per_prefill_pair_s'] * 1e9:.3f} ns/prefill attention pair; "
-               f"request overhead {profile['request_overhead_s'] * 1e3:.1f} ms under load "
-               f"({cal['fit']['coefficients']['request_overhead_s'] * 1e3:.1f} ms idle)")
+               f"front end {profile['frontend_s'] * 1e3:.1f} ms per request")
+    check = cal["frontend_check"]
+    if check is not None:
+        typer.echo(f"  front-end check: {cal['load_probe']['clients']} clients under load spend "
+                   f"{check['measured_s'] * 1e3:.1f} ms outside the engine; its queue predicts "
+                   f"{check['predicted_s'] * 1e3:.1f} ms")
     typer.echo(f"  fit: R^2 {cal['fit']['r2']:.4f}, median |rel error| {cal['fit']['median_abs_rel_error']:.1%}, "
                f"max {cal['fit']['max_abs_rel_error']:.1%}"
                + (f"; left out as outliers: {', '.join(cal['fit']['excluded_probes'])}"

@@ -17,7 +17,7 @@ from typing import Any, Sequence, cast
 import numpy as np
 import simpy
 
-from thunder.calibration import (STEP_FEATURES, LinearFit, Measurements, Probe, ProbeRun, fit_linear, predict,
+from thunder.calibration import (LinearFit, LoadProbe, Measurements, Probe, ProbeRun, fit_linear, predict,
                                 run_summary)
 from thunder.sim.engine import Replica
 from thunder.sim.hardware import EngineSpec, StepTimeModel, profile_to_dict
@@ -101,24 +101,40 @@ def fit_engine_spec(runs: Sequence[ProbeRun], geometry: EngineSpec) -> tuple[Eng
     return replace(geometry, step_time=step), fit, residuals
 
 
+def frontend_check(frontend_s: float, load: LoadProbe) -> dict[str, Any] | None:
+    """What the front-end queue predicts for the load probe, against what it measured.
+
+    The probe's clients send equal requests that the engine batches and finishes in
+    the same step, so they reach the front end together: the k-th in line waits
+    k - 1 services, and on average a request spends frontend_s * (clients + 1) / 2
+    there. A check of the model, not a fit: nothing is tuned to match it."""
+    if load.overhead_s is None:
+        return None
+    predicted = frontend_s * (load.clients + 1) / 2
+    return {"predicted_s": predicted, "measured_s": load.overhead_s,
+            "rel_error": (predicted - load.overhead_s) / load.overhead_s if load.overhead_s else None}
+
+
 def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_seqs: int,
-                  name: str | None = None, serving_flags: str | None = None) -> dict[str, Any]:
+                  name: str | None = None, serving_flags: str | None = None,
+                  admit_full_prompt: bool = True) -> dict[str, Any]:
     """A profile (``profile_to_dict``) plus a ``calibration`` record: engine version,
     serving flags, every measurement, the fit and its residuals.
 
-    The scheduler limits are not observable over HTTP; they are the caller's
-    (``thunder calibrate`` defaults to vLLM's OpenAI-server defaults on CPU)."""
+    The scheduler limits and the admission rule are not observable over HTTP; they
+    are the caller's (``thunder calibrate`` defaults to vLLM 0.32's on CPU)."""
     facts = measured.facts
     geometry = EngineSpec(name=name or f"{facts.model}-vllm-{facts.version}", num_blocks=facts.num_blocks,
                           block_size=facts.block_size, max_num_seqs=max_num_seqs,
-                          max_num_batched_tokens=max_num_batched_tokens, step_time=StepTimeModel())
+                          max_num_batched_tokens=max_num_batched_tokens, step_time=StepTimeModel(),
+                          admit_full_prompt=admit_full_prompt)
     spec, fit, residuals = fit_engine_spec(measured.runs, geometry)
     c = fit.coefficients
     load = measured.load
-    loaded = load.overhead_s if load is not None else None
-    # The simulator gets the overhead under load (the regime of the runs it models);
-    # without vLLM's request-time histograms, the fit's intercept (an idle server's).
-    overhead = loaded if loaded is not None else c["request_overhead_s"]
+    # The fit's per-request intercept is what one request costs the front end when it
+    # has it to itself; the simulator queues requests there (EngineSpec.frontend_s).
+    frontend = c["request_overhead_s"]
+    check = frontend_check(frontend, load) if load is not None else None
     sources = {
         "engine": f"vLLM {facts.version}, model {facts.model}, max_model_len {facts.max_model_len}",
         "kv": f"vllm:cache_config_info: {facts.num_blocks} blocks x {facts.block_size} tokens = "
@@ -127,17 +143,19 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
                      f"({len(measured.runs)} probe runs), R^2 {fit.r2:.3f}, median |relative error| "
                      f"{fit.median_abs_rel_error:.1%}"
                      + (f"; outlying probes left out: {', '.join(fit.excluded)}" if fit.excluded else ""),
-        "request_overhead": (
-            f"{overhead * 1e3:.1f} ms per request outside engine steps: "
-            + (f"{load.clients} closed-loop clients' mean latency minus vLLM's queue + inference time"
-               if loaded is not None and load is not None else "the fit's intercept (no request-time histograms)")
-            + f"; an idle server's intercept is {c['request_overhead_s'] * 1e3:.1f} ms"),
-        "scheduler": f"max_num_batched_tokens {max_num_batched_tokens}, max_num_seqs {max_num_seqs} "
+        "frontend": (
+            f"{frontend * 1e3:.1f} ms per request in one first-come-first-served front end: the fit's "
+            "per-request intercept"
+            + (f"; under load ({load.clients} closed-loop clients finishing together) that queue predicts "
+               f"{check['predicted_s'] * 1e3:.1f} ms outside the engine, measured {check['measured_s'] * 1e3:.1f} ms"
+               if check is not None else "")),
+        "scheduler": f"max_num_batched_tokens {max_num_batched_tokens}, max_num_seqs {max_num_seqs}, "
+                     f"admission {'full prompt' if admit_full_prompt else 'first chunk'} "
                      "(given to thunder calibrate; not observable over HTTP)",
     }
     if serving_flags:
         sources["serving_flags"] = serving_flags
-    profile = profile_to_dict(replace(spec, sources=sources, request_overhead_s=overhead))
+    profile = profile_to_dict(replace(spec, sources=sources, request_overhead_s=0.0, frontend_s=frontend))
     prefix = measured.prefix
     profile["calibration"] = {
         "engine_version": facts.version, "model": facts.model, "max_model_len": facts.max_model_len,
@@ -150,6 +168,7 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
                          "matches_simulator": all(getattr(prefix, k) == v
                                                   for k, v in prefix.expected(facts.block_size).items())},
         "load_probe": None if load is None else {**asdict(load), "overhead_s": load.overhead_s},
+        "frontend_check": check,
         "preemptions_while_probing": measured.preemptions, "cached_probe_tokens": measured.cached_probe_tokens,
         "seed": measured.seed, "duration_s": measured.duration_s,
     }
