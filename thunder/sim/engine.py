@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -37,22 +36,12 @@ from thunder.cost import CostLedger
 from thunder.sim.decoders import DecodeSet
 from thunder.sim.hardware import EngineSpec
 from thunder.sim.kv import PrefixCache, SeqKey
-from thunder.sim.request import Request, StepPlan
+from thunder.sim import kv_costs
+from thunder.sim.request import EngineCounters, Request, StepPlan
 
 # Two instants closer than this are the same step boundary (float sums of step
 # times taken along different paths differ in the last bits).
 BOUNDARY_S = 1e-9
-
-
-@dataclass(slots=True)
-class EngineCounters:
-    steps: int = 0
-    jumps: int = 0
-    explicit_steps: int = 0
-    preemptions: int = 0
-    prompt_tokens: int = 0
-    hit_tokens: int = 0
-    busy_s: float = 0.0
 
 
 class Replica:
@@ -121,11 +110,11 @@ class Replica:
     def _run(self):  # SimPy process
         while True:
             if not self.running and not self.waiting:
-                self._charge_idle(self.env.now)
+                self.charge_idle()
                 self._wakeup = self.env.event()
                 yield self._wakeup
                 continue
-            self._charge_idle(self.env.now)
+            self.charge_idle()
             plan = self._schedule()
             if plan.is_empty(len(self.decoders)):
                 yield from self._wait_for_room()
@@ -147,12 +136,10 @@ class Replica:
         else:
             yield self._wakeup
 
-    def _charge_idle(self, now: float) -> None:
-        duration = now - self._accounted_s
-        if duration > 0:
-            c = self.cache
-            self.ledger.add_interval(duration, caching=(c.free_cached_blocks + c.pinned_blocks) * self.block_size,
-                                     unused=(c.empty_blocks + c.used_blocks) * self.block_size)
+    def charge_idle(self) -> None:
+        """Charge the time since the last step to the ledger (the end of a run calls it too)."""
+        now = self.env.now
+        kv_costs.charge_idle(self.ledger, self.cache, now - self._accounted_s)
         self._accounted_s = max(self._accounted_s, now)
 
     # -- scheduling one step -----------------------------------------------------
@@ -312,7 +299,7 @@ class Replica:
             decode_seqs += len(self.decoders)
             context += self.decoders.context_tokens
         duration = self.spec.step_time.step_s(prefill_tokens, pairs, decode_seqs, context)
-        self._charge_step(entries, decode_seqs, duration)
+        kv_costs.charge_step(self.ledger, self.cache, entries, self.prefilling, decode_seqs, duration)
         yield self.env.timeout(duration)
         self._accounted_s = self.env.now
         self.counters.steps += 1
@@ -333,32 +320,6 @@ class Replica:
         finished.sort(key=lambda r: r.seq)
         for request in finished:
             self._finish(request)
-
-    def _charge_step(self, entries: list[tuple[Request, int]], decode_seqs: int, duration: float) -> None:
-        """Blocks of prefilling requests go to prefill/recompute (by the share of the
-        chunk recomputed), running requests left out of the step to caching, the rest
-        of what running requests hold (decoders, shared prefixes) to decode."""
-        bs = self.block_size
-        prefill = recompute = 0.0
-        in_step = set()
-        for request, tokens in entries:
-            in_step.add(request)
-            if request.computed >= request.target:
-                continue
-            held = request.program_blocks_held * bs
-            start = request.computed
-            redo = max(0, min(start + tokens, request.recompute_frontier) - start)
-            recompute += held * redo / tokens
-            prefill += held * (tokens - redo) / tokens
-            request.recompute_tokens += redo
-            request.prefilled_tokens += tokens - redo
-        idle = sum(r.program_blocks_held for r in self.prefilling if r not in in_step) * bs
-        c = self.cache
-        rest = max(0.0, c.used_blocks * bs - prefill - recompute - idle)
-        self.ledger.add_interval(duration, decode=rest if decode_seqs else 0.0,
-                                 prefill=prefill + (0.0 if decode_seqs else rest), recompute=recompute,
-                                 caching=(c.free_cached_blocks + c.pinned_blocks) * bs + idle,
-                                 unused=c.empty_blocks * bs)
 
     def _advance(self, request: Request, tokens: int) -> bool:
         """Apply an explicit entry's step; True when the request is done."""
@@ -422,7 +383,7 @@ class Replica:
         if done == 0:
             return  # unreachable: a jump always completes its first step
         grown = int(extra[done - 1])
-        self._charge_jump(durations[:done], extra[:done])
+        kv_costs.charge_jump(self.ledger, self.cache, durations[:done], extra[:done])
         self._accounted_s = self.env.now
         self.counters.steps += done
         self.counters.jumps += 1
@@ -434,14 +395,3 @@ class Replica:
             if request.first_token_s is None:
                 request.first_token_s = self.env.now
             self._finish(request)
-
-    def _charge_jump(self, durations: np.ndarray, extra: np.ndarray) -> None:
-        c = self.cache
-        bs = self.block_size
-        empty0 = c.empty_blocks
-        from_empty = np.minimum(extra, empty0)
-        from_cache = np.maximum(extra - empty0, 0)
-        self.ledger.add("decode", float(np.dot((c.used_blocks + extra) * bs, durations)))
-        self.ledger.add("caching", float(np.dot((c.free_cached_blocks + c.pinned_blocks - from_cache) * bs,
-                                                durations)))
-        self.ledger.add("unused", float(np.dot((empty0 - from_empty) * bs, durations)))

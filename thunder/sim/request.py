@@ -71,3 +71,16 @@ class StepPlan:
         if self.explicit is not None:
             return not self.explicit
         return not self.prefill and lazy_decoders == 0
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """What a replica did over a run (for summaries and the speed benchmarks)."""
+
+    steps: int = 0
+    jumps: int = 0
+    explicit_steps: int = 0
+    preemptions: int = 0
+    prompt_tokens: int = 0
+    hit_tokens: int = 0
+    busy_s: float = 0.0

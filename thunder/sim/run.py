@@ -198,7 +198,7 @@ def simulate(programs: Sequence[TraceProgram], policy: Policy, spec: EngineSpec,
     outcome = SimOutcome(cluster=cluster, replicas=replicas, end_s=env.now, config=config, spec=spec,
                          policy_name=policy_name, steps_without_tool_time=workload.missing_tool_times)
     for replica in replicas:
-        replica._charge_idle(env.now)
+        replica.charge_idle()
         outcome.ledger.merge(replica.ledger)
     return outcome
 
