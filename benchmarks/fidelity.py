@@ -23,7 +23,7 @@ load from elsewhere:
    decision log gives the pauses) and reads vLLM's own request-time
    histograms (how long requests spent in the engine, and outside it);
 5. simulates every cell with the calibrated profiles and the same tool-time
-   scale (also without the per-request overhead: the engine model alone), and
+   scale (also without the front end: the engine model alone), and
    writes ``benchmarks/results/fidelity.json`` and the table in
    ``docs/fidelity.md`` (between its table markers).
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -64,9 +65,10 @@ from thunder.trace import TraceProgram, load_trace, write_trace  # noqa: E402
 from thunder.trace_scale import scale_trace  # noqa: E402
 
 METRICS = ("steps_per_min", "kv_hit_rate", "mean_step_latency_s", "p95_step_latency_s", "pauses")
-COMPARED = METRICS + ("engine_s_per_request", "outside_vllm_s_per_request")
+COMPARED = METRICS + ("engine_preemptions", "engine_s_per_request", "outside_vllm_s_per_request")
 TABLE_START, TABLE_END = "<!-- fidelity-table:start -->", "<!-- fidelity-table:end -->"
 MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS = 2048, 128  # vLLM 0.32's OpenAI-server defaults on CPU
+Cell = tuple[int, str, int]  # (backends, policy, parallel programs)
 
 
 def build_model(directory: Path) -> Path:
@@ -82,13 +84,14 @@ def metrics_value(url: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def engine_seconds(url: str) -> tuple[float, float, float]:
-    """(engine seconds, server seconds, requests) from vLLM's histograms: time in the engine
-    (queue + inference), and from the API server stamping arrival to the last token (e2e)."""
-    return (metrics_value(url, "vllm:request_queue_time_seconds_sum")
-            + metrics_value(url, "vllm:request_inference_time_seconds_sum"),
-            metrics_value(url, "vllm:e2e_request_latency_seconds_sum"),
-            metrics_value(url, "vllm:request_inference_time_seconds_count"))
+def engine_seconds(urls: list[str]) -> tuple[float, float, float]:
+    """(engine seconds, server seconds, requests) from vLLM's histograms, summed over the
+    servers: time in the engine (queue + inference), and from the API server stamping
+    arrival to the last token (e2e)."""
+    return (sum(metrics_value(url, "vllm:request_queue_time_seconds_sum")
+                + metrics_value(url, "vllm:request_inference_time_seconds_sum") for url in urls),
+            sum(metrics_value(url, "vllm:e2e_request_latency_seconds_sum") for url in urls),
+            sum(metrics_value(url, "vllm:request_inference_time_seconds_count") for url in urls))
 
 
 class Proxy:
@@ -132,14 +135,19 @@ class Proxy:
         return counts
 
 
-def live_cell(backend: str, trace: list[TraceProgram], policy: str, parallel: int, time_scale: float,
+def preemptions(backends: list[str]) -> float:
+    return sum(metrics_value(url, "vllm:num_preemptions_total") for url in backends)
+
+
+def live_cell(backends: list[str], trace: list[TraceProgram], policy: str, parallel: int, time_scale: float,
               seed: int, work: Path, timeout_s: float) -> dict[str, Any]:
-    """One replay through a fresh proxy. ``seed`` picks the prompt token ids: a new seed per
-    run keeps one run's prompts from hitting another's leftovers in vLLM's prefix cache."""
-    export = work / f"export-{policy}-{parallel}-{seed}"
-    proxy = Proxy(backend, policy, export)
-    preempted = metrics_value(backend, "vllm:num_preemptions_total")
-    engine_before = engine_seconds(backend)
+    """One replay through a fresh proxy in front of ``backends``. ``seed`` picks the prompt
+    token ids: a new seed per run keeps one run's prompts from hitting another's leftovers
+    in vLLM's prefix cache."""
+    export = work / f"export-{len(backends)}-{policy}-{parallel}-{seed}"
+    proxy = Proxy(",".join(backends), policy, export)
+    preempted = preemptions(backends)
+    engine_before = engine_seconds(backends)
     try:
         config = ReplayConfig(endpoint=proxy.url, parallel=parallel, time_scale=time_scale, token_scale=1.0,
                               seed=seed)
@@ -147,7 +155,7 @@ def live_cell(backend: str, trace: list[TraceProgram], policy: str, parallel: in
     finally:
         decisions = proxy.stop()
     time.sleep(1.0)  # vLLM's counters update in batches
-    engine_after = engine_seconds(backend)
+    engine_after = engine_seconds(backends)
     tables = build_tables(result.steps, result.programs, [], [])
     summary = summarize(tables, None, result.duration_s, policy=policy, parallel=parallel)
     served = engine_after[2] - engine_before[2]
@@ -159,20 +167,20 @@ def live_cell(backend: str, trace: list[TraceProgram], policy: str, parallel: in
     summary["outside_vllm_s_per_request"] = (summary["mean_step_latency_s"] - server_s
                                              if server_s is not None else None)
     summary.update(pauses=decisions.get("pause", 0), restores=decisions.get("restore", 0),
-                   engine_preemptions=metrics_value(backend, "vllm:num_preemptions_total") - preempted,
+                   engine_preemptions=preemptions(backends) - preempted,
                    failures=len(result.failures), synthetic_reply_steps=result.synthetic_reply_steps)
     return summary
 
 
-def sim_cell(trace_path: Path, profile_path: Path, policy: str, parallel: int, time_scale: float) -> dict[str, Any]:
-    summary, tables = run_cell(CellSpec(trace=str(trace_path), policy=policy, parallel=parallel,
+def sim_cell(trace_path: Path, profile_path: Path, backends: int, policy: str, parallel: int,
+             time_scale: float) -> dict[str, Any]:
+    summary, tables = run_cell(CellSpec(trace=str(trace_path), policy=policy, parallel=parallel, replicas=backends,
                                         preset=str(profile_path), tool_time_scale=time_scale), keep_tables=True)
     assert tables is not None
-    overhead = json.loads(profile_path.read_text()).get("request_overhead_s", 0.0)
     steps = tables.steps
     summary["engine_preemptions"] = summary["preemptions"]
     # As vLLM counts it: from reaching the engine to the last token.
-    summary["engine_s_per_request"] = float((steps["done_s"] - steps["dispatched_s"]).mean()) - overhead
+    summary["engine_s_per_request"] = float((steps["done_s"] - steps["engine_arrival_s"]).mean())
     return summary
 
 
@@ -208,19 +216,19 @@ def compare(live: list[dict[str, Any]], sim: list[dict[str, Any]]) -> dict[str, 
 def markdown_table(result: dict[str, Any]) -> str:
     setup = result["setup"]
     fits = ", ".join(f"{c['fit']['r2']:.3f}" for c in result["calibrations"])
-    overheads = ", ".join(f"{c['request_overhead_s'] * 1e3:.0f}" for c in result["calibrations"])
+    overheads = ", ".join(f"{c['frontend_s'] * 1e3:.1f}" for c in result["calibrations"])
     lines = [f"Command: `{result['command']}`", "",
              f"Trace: first {setup['programs']} SWE-bench programs, first {setup['steps']} steps, tokens x "
-             f"{setup['token_scale']}, tool times x {setup['time_scale']}; one vLLM {result['engine_version']} "
-             f"backend ({result['capacity_tokens']:,}-token KV). Live: `thunder serve` + `thunder run`, "
+             f"{setup['token_scale']}, tool times x {setup['time_scale']}; vLLM {result['engine_version']} "
+             f"backends of {result['capacity_tokens']:,} tokens of KV each. Live: `thunder serve` + `thunder run`, "
              f"{setup['repeats']} runs per cell, median. Sim: `thunder simulate` with each of the profiles "
-             f"calibrated before every round of live runs and after the last (R^2 {fits}; request overhead "
-             f"{overheads} ms), median. "
+             f"calibrated before every round of live runs and after the last (R^2 {fits}; front end "
+             f"{overheads} ms per request), median. "
              "Error = (sim - live) / live.", "",
-             "| policy | parallel | steps/min sim / live (err) | sim, engine only | KV hit rate sim / live (err) | "
+             "| backends | policy | parallel | steps/min sim / live (err) | sim, engine only | KV hit rate sim / live (err) | "
              "mean step latency s sim / live (err) | p95 step latency s sim / live (err) | pauses sim / live | "
-             "engine s per request sim / live (err) | live s outside vLLM per request |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "vLLM preemptions sim / live | engine s per request sim / live (err) | live s outside vLLM per request |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cell(entry: dict[str, Any], metric: str, fmt: str) -> str:
         c = entry[metric]
@@ -231,17 +239,20 @@ def markdown_table(result: dict[str, Any]) -> str:
 
     for e in result["comparison"]:
         outside = e["outside_vllm_s_per_request"]["live"]
-        lines.append(f"| {e['policy']} | {e['parallel']} | {cell(e, 'steps_per_min', '.0f')} | "
+        lines.append(f"| {e['backends']} | {e['policy']} | {e['parallel']} | {cell(e, 'steps_per_min', '.0f')} | "
                      f"{e['sim_engine_only']['steps_per_min']:.0f} | {cell(e, 'kv_hit_rate', '.3f')} | "
                      f"{cell(e, 'mean_step_latency_s', '.3f')} | {cell(e, 'p95_step_latency_s', '.3f')} | "
                      f"{e['pauses']['sim']:.0f} / {e['pauses']['live']:.0f} | "
+                     f"{e['engine_preemptions']['sim']:.0f} / {e['engine_preemptions']['live']:.0f} | "
                      f"{cell(e, 'engine_s_per_request', '.3f')} | "
                      f"{'n/a' if outside is None else f'{outside:.3f}'} |")
     lines += ["", "Live self-agreement, spread of the runs of each cell ((max - min) / median): " + "; ".join(
-        f"{a['policy']} x{a['parallel']}: steps/min {a['steps_per_min']:.0%}, hit rate {a['kv_hit_rate']:.0%}"
+        f"{a['policy']} x{a['parallel']} on {a['backends']}: steps/min {a['steps_per_min']:.0%}, hit rate {a['kv_hit_rate']:.0%}"
         for a in result["self_agreement"])]
-    lines += ["", "Policy ranking by steps/min at each level, sim / live: " + "; ".join(
-        f"{n}: {r['sim']} / {r['live']}" for n, r in result["ranking"].items())]
+    lines += ["", "Policy ranking by steps/min at each level, sim / live (medians; then per calibration and per "
+              "round of live runs, ties within 2%): " + "; ".join(
+                  f"{n}: {r['sim']} / {r['live']} ({', '.join(r.get('sim_profiles', []))} / "
+                  f"{', '.join(r.get('live_rounds', []))})" for n, r in result["ranking"].items())]
     timing = result["timing_s"]
     lines += ["", f"Wall time: vLLM start {timing['vllm_start']:.0f} s, calibrations {timing['calibrate']:.0f} s, "
                   f"live replays {timing['live']:.0f} s, simulations {timing['sim']:.1f} s, "
@@ -258,13 +269,13 @@ def write_doc(path: Path, table: str) -> None:
     path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
 
 
-def calibrate(url: str, serving_flags: str, name: str) -> dict[str, Any]:
-    measured = asyncio.run(measure(CalibrateConfig(endpoint=url), lambda f: default_probes(
+def calibrate(url: str, serving_flags: str, name: str, repeats: int) -> dict[str, Any]:
+    measured = asyncio.run(measure(CalibrateConfig(endpoint=url, repeats=repeats), lambda f: default_probes(
         f.max_model_len, f.capacity_tokens, MAX_NUM_BATCHED_TOKENS)))
     return build_profile(measured, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, name=name, serving_flags=serving_flags)
 
 
-def run_live(url: str, plan: list[tuple[str, int]], args: argparse.Namespace, trace: list[TraceProgram],
+def run_live(urls: list[str], plan: list[Cell], args: argparse.Namespace, trace: list[TraceProgram],
              work: Path, started: float, before_round: Callable[[int], None]
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every cell ``args.repeats`` times, interleaved (all cells, then all again), so that a
@@ -275,20 +286,21 @@ def run_live(url: str, plan: list[tuple[str, int]], args: argparse.Namespace, tr
     seed = 0
     for round_index in range(args.repeats):
         before_round(round_index)
-        for policy, n in plan:
+        for b, policy, n in plan:
             seed += 1
+            key = {"backends": b, "policy": policy, "parallel": n}
             if time.perf_counter() - started > args.budget_s:
-                skipped.append({"policy": policy, "parallel": n, "reason": "run budget spent"})
+                skipped.append({**key, "reason": "run budget spent"})
                 continue
             c0 = time.perf_counter()
             try:
-                summary = live_cell(url, trace, policy, n, args.time_scale, seed=seed, work=work,
+                summary = live_cell(urls[:b], trace, policy, n, args.time_scale, seed=seed, work=work,
                                     timeout_s=args.cell_timeout_s)
             except asyncio.TimeoutError:
-                skipped.append({"policy": policy, "parallel": n, "reason": f"over {args.cell_timeout_s:.0f} s"})
+                skipped.append({**key, "reason": f"over {args.cell_timeout_s:.0f} s"})
                 continue
-            live.append({"policy": policy, "parallel": n, **pick(summary), "seed": seed})
-            print(f"  live {policy:>8} x{n:<3} {summary['steps_per_min']:7.1f} steps/min  hit "
+            live.append({**key, **pick(summary), "seed": seed, "round": round_index})
+            print(f"  live {b} backend(s) {policy:>8} x{n:<3} {summary['steps_per_min']:7.1f} steps/min  hit "
                   f"{summary['kv_hit_rate']:.3f}  pauses {summary['pauses']}  ({time.perf_counter() - c0:.0f} s)",
                   file=sys.stderr)
     return live, skipped
@@ -303,27 +315,43 @@ def order(values: dict[str, float], tie: float = 0.02) -> str:
     return text
 
 
-def summarize_grid(plan: list[tuple[str, int]], policies: list[str], levels: list[int],
-                   live: list[dict[str, Any]], sims: list[dict[str, Any]],
+def paired_orders(rows: list[dict[str, Any]], backends: int, n: int, key: str) -> list[str]:
+    """The policy order of one level within each group of ``key`` that ran every policy."""
+    groups: dict[Any, dict[str, float]] = {}
+    for r in rows:
+        if r["parallel"] == n and r["backends"] == backends:
+            groups.setdefault(r.get(key), {})[r["policy"]] = r["steps_per_min"]
+    complete = [g for g in groups.values() if len(g) == len({r["policy"] for r in rows})]
+    return [order(g) for g in complete]
+
+
+def summarize_grid(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict[str, Any]],
                    bare: list[dict[str, Any]]) -> dict[str, Any]:
-    def rows(table: list[dict[str, Any]], policy: str, n: int) -> list[dict[str, Any]]:
-        return [r for r in table if r["policy"] == policy and r["parallel"] == n]
+    def rows(table: list[dict[str, Any]], cell: Cell) -> list[dict[str, Any]]:
+        return [r for r in table if (r["backends"], r["policy"], r["parallel"]) == cell]
 
     comparison, agreement, ranking = [], [], {}
-    for policy, n in plan:
-        runs = rows(live, policy, n)
+    for cell in plan:
+        b, policy, n = cell
+        key = {"backends": b, "policy": policy, "parallel": n}
+        runs = rows(live, cell)
         if not runs:
             continue
-        comparison.append({"policy": policy, "parallel": n, **compare(runs, rows(sims, policy, n)),
-                           "sim_engine_only": {m: central(rows(bare, policy, n), m, "median") for m in COMPARED}})
+        comparison.append({**key, **compare(runs, rows(sims, cell)),
+                           "sim_engine_only": {m: central(rows(bare, cell), m, "median") for m in COMPARED}})
         if len(runs) > 1:
-            agreement.append({"policy": policy, "parallel": n, **{
+            agreement.append({**key, **{
                 m: (max(r[m] for r in runs) - min(r[m] for r in runs)) / statistics.median(r[m] for r in runs)
                 for m in ("steps_per_min", "kv_hit_rate", "mean_step_latency_s")}})
-    for n in levels:
-        got = {e["policy"]: e["steps_per_min"] for e in comparison if e["parallel"] == n}
+    for b, n in dict.fromkeys((b, n) for b, _, n in plan):
+        got = {e["policy"]: e["steps_per_min"] for e in comparison if (e["backends"], e["parallel"]) == (b, n)}
         if len(got) > 1:
-            ranking[str(n)] = {side: order({p: got[p][side] for p in got}) for side in ("sim", "live")}
+            level = f"{b} backend{'s' if b > 1 else ''}, {n} parallel"
+            ranking[level] = {side: order({p: got[p][side] for p in got}) for side in ("sim", "live")}
+            # Paired: the policies of one round ran minutes apart, the simulations of one
+            # profile share its calibration; the medians alone hide how consistent an order is.
+            ranking[level]["live_rounds"] = paired_orders(live, b, n, "round")
+            ranking[level]["sim_profiles"] = paired_orders(sims, b, n, "profile")
     return {"comparison": comparison, "self_agreement": agreement, "ranking": ranking}
 
 
@@ -336,8 +364,13 @@ def main() -> int:
     parser.add_argument("--time-scale", type=float, default=0.1)
     parser.add_argument("--parallel", default="8,16")
     parser.add_argument("--policies", default="vllm,thunder")
+    parser.add_argument("--backends", default="1,2", help="vLLM servers behind the proxy, one or more counts")
+    parser.add_argument("--endpoints", default=None,
+                        help="running vLLM servers to use (comma-separated URLs, the tiny model's settings) "
+                             "instead of starting them")
     parser.add_argument("--repeats", type=int, default=3, help="live runs per cell (median reported)")
-    parser.add_argument("--budget-s", type=float, default=540.0, help="start no live run after this")
+    parser.add_argument("--calibration-repeats", type=int, default=5, help="runs of every calibration probe")
+    parser.add_argument("--budget-s", type=float, default=900.0, help="start no live run after this")
     parser.add_argument("--cell-timeout-s", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "fidelity.md")
@@ -346,51 +379,63 @@ def main() -> int:
     timing = {"vllm_start": 0.0, "calibrate": 0.0, "live": 0.0, "sim": 0.0}
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     levels = [int(v) for v in args.parallel.split(",") if v.strip()]
-    plan = [(policy, n) for n in levels for policy in policies]
+    counts = [int(v) for v in args.backends.split(",") if v.strip()]
+    plan: list[Cell] = [(b, policy, n) for b in counts for n in levels for policy in policies]
 
     loaded = load_trace(args.trace)
     trace = scale_trace(list(loaded.programs)[:args.programs], args.token_scale, max_steps=args.steps)
-    with tempfile.TemporaryDirectory(prefix="thunder-fidelity-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="thunder-fidelity-") as tmp, contextlib.ExitStack() as servers:
         work = Path(tmp)
         trace_path = work / "trace.jsonl"
         write_trace(trace_path, loaded.header, trace)
         trace = list(load_trace(trace_path).programs)  # what the simulator reads, exactly
         t0 = time.perf_counter()
-        config = VllmServerConfig(model_dir=build_model(work / "tiny-llama"), served_model_name="tiny-llama",
-                                  log_path=work / "vllm.log")
-        flags = " ".join(config.command(0)[3:]).split(" --host")[0]
-        with VllmServer(config) as server:
+        if args.endpoints:
+            urls = [u.strip().rstrip("/") for u in args.endpoints.split(",") if u.strip()]
+            flags = f"running servers at {', '.join(urls)}"
+            running: list[VllmServer] = []
+        else:
+            model = build_model(work / "tiny-llama")
+            configs = [VllmServerConfig(model_dir=model, served_model_name="tiny-llama",
+                                        log_path=work / f"vllm-{i}.log") for i in range(max(counts))]
+            flags = configs[0].describe()
+            running = [servers.enter_context(VllmServer(config)) for config in configs]
+            urls = [server.url for server in running]
             timing["vllm_start"] = time.perf_counter() - t0
-            print(f"vLLM up in {timing['vllm_start']:.0f} s", file=sys.stderr)
-            profiles: list[dict[str, Any]] = []
+            print(f"{len(urls)} vLLM server(s) up in {timing['vllm_start']:.0f} s", file=sys.stderr)
+        if len(urls) < max(counts):
+            raise SystemExit(f"--backends {args.backends} needs {max(counts)} servers, got {len(urls)}")
+        profiles: list[dict[str, Any]] = []
 
-            def calibrate_now(label: str) -> None:
-                t0 = time.perf_counter()
-                profiles.append(calibrate(server.url, flags, label))
-                timing["calibrate"] += time.perf_counter() - t0
-                fit = profiles[-1]["calibration"]["fit"]
-                print(f"  calibrated ({label}): R^2 {fit['r2']:.3f}", file=sys.stderr)
-
+        def calibrate_now(label: str) -> None:
+            # The servers are identical; the first stands for all (the others idle meanwhile).
             t0 = time.perf_counter()
-            try:
-                live, skipped = run_live(server.url, plan, args, trace, work, started,
-                                         before_round=lambda i: calibrate_now(f"fidelity-round-{i + 1}"))
-                calibrate_now("fidelity-after")
-            except Exception:
-                print(server.log_tail(), file=sys.stderr)  # the log lives in the temporary folder
-                raise
-            timing["live"] = time.perf_counter() - t0 - timing["calibrate"]
+            profiles.append(calibrate(urls[0], flags, label, args.calibration_repeats))
+            timing["calibrate"] += time.perf_counter() - t0
+            fit = profiles[-1]["calibration"]["fit"]
+            print(f"  calibrated ({label}): R^2 {fit['r2']:.3f}", file=sys.stderr)
+
+        t0 = time.perf_counter()
+        try:
+            live, skipped = run_live(urls, plan, args, trace, work, started,
+                                     before_round=lambda i: calibrate_now(f"fidelity-round-{i + 1}"))
+            calibrate_now("fidelity-after")
+        except Exception:
+            for server in running:
+                print(server.log_tail(), file=sys.stderr)  # the logs live in the temporary folder
+            raise
+        timing["live"] = time.perf_counter() - t0 - timing["calibrate"]
+        servers.close()
         t0 = time.perf_counter()
         sims, bare = [], []
         for index, profile in enumerate(profiles):
             path, bare_path = work / f"profile-{index}.json", work / f"profile-{index}-bare.json"
             path.write_text(json.dumps(profile))
-            bare_path.write_text(json.dumps({**profile, "request_overhead_s": 0.0}))
-            for policy, n in plan:
-                sims.append({"policy": policy, "parallel": n, "profile": profile["name"],
-                             **pick(sim_cell(trace_path, path, policy, n, args.time_scale))})
-                bare.append({"policy": policy, "parallel": n, "profile": profile["name"],
-                             **pick(sim_cell(trace_path, bare_path, policy, n, args.time_scale))})
+            bare_path.write_text(json.dumps({**profile, "request_overhead_s": 0.0, "frontend_s": 0.0}))
+            for b, policy, n in plan:
+                key = {"backends": b, "policy": policy, "parallel": n, "profile": profile["name"]}
+                sims.append({**key, **pick(sim_cell(trace_path, path, b, policy, n, args.time_scale))})
+                bare.append({**key, **pick(sim_cell(trace_path, bare_path, b, policy, n, args.time_scale))})
         timing["sim"] = time.perf_counter() - t0
     timing["total"] = time.perf_counter() - started
 
@@ -400,16 +445,20 @@ def main() -> int:
         "engine_version": profiles[0]["calibration"]["engine_version"],
         "capacity_tokens": profiles[0]["num_blocks"] * profiles[0]["block_size"],
         "setup": {"programs": args.programs, "steps": args.steps, "token_scale": args.token_scale,
-                  "time_scale": args.time_scale, "parallel": levels, "policies": policies, "repeats": args.repeats,
+                  "time_scale": args.time_scale, "parallel": levels, "policies": policies, "backends": counts,
+                  "repeats": args.repeats, "calibration_repeats": args.calibration_repeats,
                   "max_context_tokens": max(s.prompt_tokens + s.output_tokens for p in trace for s in p.steps),
                   "sum_final_contexts_tokens": sum(p.steps[-1].prompt_tokens + p.steps[-1].output_tokens
                                                    for p in trace)},
         "calibrations": [{"name": p["name"], "step_time": p["step_time"],
-                          "request_overhead_s": p["request_overhead_s"], "fit": p["calibration"]["fit"],
+                          "request_overhead_s": p["request_overhead_s"], "frontend_s": p["frontend_s"],
+                          "admit_full_prompt": p["admit_full_prompt"],
+                          "frontend_check": p["calibration"]["frontend_check"],
+                          "fit": p["calibration"]["fit"],
                           "residuals": p["calibration"]["residuals"], "load_probe": p["calibration"]["load_probe"],
                           "prefix_cache": p["calibration"]["prefix_cache"]} for p in profiles],
         "profile": {k: v for k, v in profiles[0].items() if k != "calibration"},
-        **summarize_grid(plan, policies, levels, live, sims, bare),
+        **summarize_grid(plan, live, sims, bare),
         "live": live, "sim": sims, "sim_engine_only": bare, "skipped": skipped, "timing_s": timing,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
