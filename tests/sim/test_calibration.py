@@ -158,6 +158,17 @@ def test_front_end_serves_requests_one_at_a_time():
     assert later["engine_arrival_s"] - later["dispatched_s"] == pytest.approx(0.05)  # alone: no queue
 
 
+def test_requests_in_the_front_end_count_as_waiting_for_the_router():
+    # Both programs start at once; the first one's request is still in the front end when
+    # the second is routed: a router that counts what it sent spreads them.
+    programs = [TraceProgram(program_id=f"p{i}", workflow="t", steps=(TraceStep(prompt_tokens=100, output_tokens=10),))
+                for i in range(2)]
+    spec = EngineSpec(name="t", num_blocks=64, block_size=16, max_num_seqs=8, max_num_batched_tokens=2048,
+                      step_time=StepTimeModel(overhead_s=0.01), frontend_s=0.05)
+    rows = simulate(programs, _vllm(), spec, SimConfig(parallel=2, replicas=2)).cluster.records.steps
+    assert sorted(r["backend"] for r in rows) == [0, 1]
+
+
 def _vllm():  # type: ignore[no-untyped-def]
     from thunder.policies.registry import make_policy
     return make_policy("vllm")

@@ -78,7 +78,7 @@ class SimCluster(DecisionApplier):
         backends = tuple(
             BackendView(backend_id=r.backend_id, capacity_tokens=r.spec.capacity_tokens,
                         running_tokens=r.running_tokens, running_requests=len(r.running),
-                        waiting_requests=len(r.waiting))
+                        waiting_requests=len(r.waiting) + r.in_frontend)  # a router counts what it sent
             for r in self.replicas)
         # The mapping is read-only and valid for the duration of one policy call.
         return ClusterView(now_s=self.env.now, backends=backends, programs=self._readonly_views)

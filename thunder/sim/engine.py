@@ -67,6 +67,7 @@ class Replica:
         self._accounted_s = 0.0
         self._budget_left = 0  # token budget the current plan leaves for admissions
         self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
+        self.in_frontend = 0  # requests submitted that the engine has not seen yet
         self.process = env.process(self._run())
 
     # -- public ------------------------------------------------------------------
@@ -79,6 +80,7 @@ class Replica:
             self._frontend_free_s = max(now, self._frontend_free_s) + self.spec.frontend_s
             delay += self._frontend_free_s - now
         if delay > 0:
+            self.in_frontend += 1
             self.env.process(self._enqueue_after(request, delay))
         else:
             self._enqueue(request)
@@ -87,6 +89,7 @@ class Replica:
         # The API server's share of a request (EngineSpec.request_overhead_s, frontend_s):
         # the engine keeps stepping for others while this one is on its way.
         yield self.env.timeout(delay_s)
+        self.in_frontend -= 1
         self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
