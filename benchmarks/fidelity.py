@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from thunder.calibration import default_probes  # noqa: E402
 from thunder.metrics import build_tables, summarize  # noqa: E402
-from thunder.runtime.calibrate import CalibrateConfig, measure  # noqa: E402
+from thunder.runtime.calibrate import CalibrateConfig, measure_together  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.runtime.vllm_server import (REPO_ROOT, VllmServer, VllmServerConfig, default_vllm_venv,  # noqa: E402
                                          free_port, http_ok)
@@ -215,15 +215,20 @@ def compare(live: list[dict[str, Any]], sim: list[dict[str, Any]]) -> dict[str, 
 
 def markdown_table(result: dict[str, Any]) -> str:
     setup = result["setup"]
-    fits = ", ".join(f"{c['fit']['r2']:.3f}" for c in result["calibrations"])
-    overheads = ", ".join(f"{c['frontend_s'] * 1e3:.1f}" for c in result["calibrations"])
+    def per_count(fmt: Callable[[dict[str, Any]], str]) -> str:
+        counts = sorted({c["engines"] for c in result["calibrations"]})
+        return "; ".join(f"{b} engine{'s together' if b > 1 else ''}: "
+                         + ", ".join(fmt(c) for c in result["calibrations"] if c["engines"] == b) for b in counts)
+
+    fits = per_count(lambda c: f"{c['fit']['r2']:.3f}")
+    overheads = per_count(lambda c: f"{c['frontend_s'] * 1e3:.1f}")
     lines = [f"Command: `{result['command']}`", "",
              f"Trace: first {setup['programs']} SWE-bench programs, first {setup['steps']} steps, tokens x "
              f"{setup['token_scale']}, tool times x {setup['time_scale']}; vLLM {result['engine_version']} "
              f"backends of {result['capacity_tokens']:,} tokens of KV each. Live: `thunder serve` + `thunder run`, "
              f"{setup['repeats']} runs per cell, median. Sim: `thunder simulate` with each of the profiles "
-             f"calibrated before every round of live runs and after the last (R^2 {fits}; front end "
-             f"{overheads} ms per request), median. "
+             f"calibrated before every round of live runs and after the last, with as many engines at once as "
+             f"the cell has backends (R^2 {fits}; front end ms per request {overheads}), median. "
              "Error = (sim - live) / live.", "",
              "| backends | policy | parallel | steps/min sim / live (err) | sim, engine only | KV hit rate sim / live (err) | "
              "mean step latency s sim / live (err) | p95 step latency s sim / live (err) | pauses sim / live | "
@@ -269,10 +274,14 @@ def write_doc(path: Path, table: str) -> None:
     path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
 
 
-def calibrate(url: str, serving_flags: str, name: str, repeats: int) -> dict[str, Any]:
-    measured = asyncio.run(measure(CalibrateConfig(endpoint=url, repeats=repeats), lambda f: default_probes(
+def calibrate(urls: list[str], serving_flags: str, name: str, repeats: int) -> dict[str, Any]:
+    """A profile of ``urls`` measured together (``thunder calibrate`` with one ``--endpoint`` each)."""
+    configs = [CalibrateConfig(endpoint=url, repeats=repeats) for url in urls]
+    measured = asyncio.run(measure_together(configs, lambda f: default_probes(
         f.max_model_len, f.capacity_tokens, MAX_NUM_BATCHED_TOKENS)))
-    return build_profile(measured, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, name=name, serving_flags=serving_flags)
+    profile = build_profile(measured, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, name=name, serving_flags=serving_flags,
+                            engines=len(urls))
+    return {**profile, "engines": len(urls)}
 
 
 def run_live(urls: list[str], plan: list[Cell], args: argparse.Namespace, trace: list[TraceProgram],
@@ -408,12 +417,14 @@ def main() -> int:
         profiles: list[dict[str, Any]] = []
 
         def calibrate_now(label: str) -> None:
-            # The servers are identical; the first stands for all (the others idle meanwhile).
-            t0 = time.perf_counter()
-            profiles.append(calibrate(urls[0], flags, label, args.calibration_repeats))
-            timing["calibrate"] += time.perf_counter() - t0
-            fit = profiles[-1]["calibration"]["fit"]
-            print(f"  calibrated ({label}): R^2 {fit['r2']:.3f}", file=sys.stderr)
+            # A cell with b backends is simulated with profiles of b engines measured at once:
+            # on a small machine engines that run together are slower than one alone.
+            for b in sorted(set(counts)):
+                t0 = time.perf_counter()
+                profiles.append(calibrate(urls[:b], flags, f"{label}-{b}x", args.calibration_repeats))
+                timing["calibrate"] += time.perf_counter() - t0
+                fit = profiles[-1]["calibration"]["fit"]
+                print(f"  calibrated {b} engine(s) ({label}): R^2 {fit['r2']:.3f}", file=sys.stderr)
 
         t0 = time.perf_counter()
         try:
@@ -433,6 +444,8 @@ def main() -> int:
             path.write_text(json.dumps(profile))
             bare_path.write_text(json.dumps({**profile, "request_overhead_s": 0.0, "frontend_s": 0.0}))
             for b, policy, n in plan:
+                if b != profile["engines"]:
+                    continue
                 key = {"backends": b, "policy": policy, "parallel": n, "profile": profile["name"]}
                 sims.append({**key, **pick(sim_cell(trace_path, path, b, policy, n, args.time_scale))})
                 bare.append({**key, **pick(sim_cell(trace_path, bare_path, b, policy, n, args.time_scale))})
@@ -450,14 +463,14 @@ def main() -> int:
                   "max_context_tokens": max(s.prompt_tokens + s.output_tokens for p in trace for s in p.steps),
                   "sum_final_contexts_tokens": sum(p.steps[-1].prompt_tokens + p.steps[-1].output_tokens
                                                    for p in trace)},
-        "calibrations": [{"name": p["name"], "step_time": p["step_time"],
+        "calibrations": [{"name": p["name"], "engines": p["engines"], "step_time": p["step_time"],
                           "request_overhead_s": p["request_overhead_s"], "frontend_s": p["frontend_s"],
                           "admit_full_prompt": p["admit_full_prompt"],
                           "frontend_check": p["calibration"]["frontend_check"],
                           "fit": p["calibration"]["fit"],
                           "residuals": p["calibration"]["residuals"], "load_probe": p["calibration"]["load_probe"],
                           "prefix_cache": p["calibration"]["prefix_cache"]} for p in profiles],
-        "profile": {k: v for k, v in profiles[0].items() if k != "calibration"},
+        "profile": {k: v for k, v in profiles[0].items() if k not in ("calibration", "engines")},
         **summarize_grid(plan, live, sims, bare),
         "live": live, "sim": sims, "sim_engine_only": bare, "skipped": skipped, "timing_s": timing,
     }

@@ -130,7 +130,9 @@ def serve_command(
 
 @app.command("calibrate")
 def calibrate_command(
-    endpoint: str = typer.Option(..., "--endpoint", help="Base URL of a vLLM server (the engine itself, not a proxy)."),
+    endpoints: list[str] = typer.Option(
+        ..., "--endpoint", help="Base URL of a vLLM server (the engine itself, not a proxy). Repeat it for the "
+                                "identical engines of one cluster: they are measured together, as they run."),
     output: Path = typer.Option(..., "-o", "--output", help="Profile JSON to write (for simulate --profile)."),
     name: str | None = typer.Option(None, "--name", help="Profile name (default: MODEL-vllm-VERSION)."),
     model: str | None = typer.Option(None, "--model", help="Model name (default: the server's first)."),
@@ -149,17 +151,19 @@ def calibrate_command(
     seed: int | None = typer.Option(None, "--seed", help="Seed of the prompt token ids (default: a fresh one, "
                                                           "recorded in the profile)."),
 ) -> None:
-    """Measure a live vLLM server and fit the simulator's step-time model to it."""
+    """Measure a live vLLM server (or a cluster's identical servers at once) and fit the simulator's
+    step-time model to it."""
     import asyncio
     import json
 
     from thunder.calibration import Probe, ProbeRun, ServerFacts, default_probes
-    from thunder.runtime.calibrate import CalibrateConfig, CalibrationError, measure
+    from thunder.runtime.calibrate import CalibrateConfig, CalibrationError, measure_together
     from thunder.sim.calibration import build_profile
 
     if admission not in ("full-prompt", "first-chunk"):
         _fail(f"--admission: expected full-prompt or first-chunk, got {admission!r}")
-    config = CalibrateConfig(endpoint=endpoint.rstrip("/"), model=model, repeats=repeats, seed=seed)
+    configs = [CalibrateConfig(endpoint=url.rstrip("/"), model=model, repeats=repeats,
+                               seed=None if seed is None else seed + index) for index, url in enumerate(endpoints)]
 
     def probes(facts: ServerFacts) -> tuple[Probe, ...]:
         return default_probes(facts.max_model_len or 4096, facts.capacity_tokens, max_num_batched_tokens)
@@ -169,12 +173,12 @@ def calibrate_command(
                    err=True)
 
     try:
-        measured = asyncio.run(measure(config, probes, on_probe=report))
+        measured = asyncio.run(measure_together(configs, probes, on_probe=report))
     except CalibrationError as exc:
         _fail(str(exc))
         return
     profile = build_profile(measured, max_num_batched_tokens, max_num_seqs, name=name, serving_flags=serving_flags,
-                            admit_full_prompt=admission == "full-prompt")
+                            admit_full_prompt=admission == "full-prompt", engines=len(configs))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(profile, indent=2) + "\n")
     cal, step = profile["calibration"], profile["step_time"]

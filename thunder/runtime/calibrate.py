@@ -22,7 +22,7 @@ import asyncio
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import aiohttp
@@ -216,3 +216,32 @@ async def measure(config: CalibrateConfig, probes_for: Callable[[ServerFacts], S
     return Measurements(facts=facts, runs=tuple(runs), prefix=prefix, preemptions=preempted,
                         duration_s=time.perf_counter() - started, load=load, seed=client.seed,
                         cached_probe_tokens=client.cached_probe_tokens)
+
+
+async def measure_together(configs: Sequence[CalibrateConfig],
+                           probes_for: Callable[[ServerFacts], Sequence[Probe]],
+                           on_probe: Callable[[ProbeRun], None] | None = None) -> Measurements:
+    """Calibrate several identical engines at the same time and pool what they measured.
+
+    Engines that share a machine (cores, memory bandwidth, the front end's CPU) are
+    slower together than alone; a data-parallel cluster runs them together, so its
+    profile should be measured that way. The servers must report the same facts."""
+    if not configs:
+        raise CalibrationError("no endpoint to calibrate")
+    measured = await asyncio.gather(*(measure(config, probes_for, on_probe) for config in configs))
+    head = measured[0]
+    for config, other in zip(configs[1:], measured[1:]):
+        if (other.facts.num_blocks, other.facts.block_size, other.facts.version) != \
+                (head.facts.num_blocks, head.facts.block_size, head.facts.version):
+            raise CalibrationError(f"{config.endpoint} differs from {configs[0].endpoint} (KV geometry or "
+                                   "version): calibrate different engines separately")
+    loads = [m.load for m in measured if m.load is not None]
+    load = None
+    if loads:
+        engines = [lp.mean_engine_s for lp in loads]
+        load = replace(loads[0], mean_client_latency_s=sum(lp.mean_client_latency_s for lp in loads) / len(loads),
+                       mean_engine_s=None if None in engines else sum(engines) / len(engines))  # type: ignore[arg-type]
+    return replace(head, runs=tuple(run for m in measured for run in m.runs),
+                   preemptions=sum(m.preemptions for m in measured),
+                   duration_s=max(m.duration_s for m in measured), load=load,
+                   cached_probe_tokens=sum(m.cached_probe_tokens for m in measured))

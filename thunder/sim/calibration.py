@@ -117,7 +117,7 @@ def frontend_check(frontend_s: float, load: LoadProbe) -> dict[str, Any] | None:
 
 def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_seqs: int,
                   name: str | None = None, serving_flags: str | None = None,
-                  admit_full_prompt: bool = True) -> dict[str, Any]:
+                  admit_full_prompt: bool = True, engines: int = 1) -> dict[str, Any]:
     """A profile (``profile_to_dict``) plus a ``calibration`` record: engine version,
     serving flags, every measurement, the fit and its residuals.
 
@@ -136,7 +136,8 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
     frontend = c["request_overhead_s"]
     check = frontend_check(frontend, load) if load is not None else None
     sources = {
-        "engine": f"vLLM {facts.version}, model {facts.model}, max_model_len {facts.max_model_len}",
+        "engine": f"vLLM {facts.version}, model {facts.model}, max_model_len {facts.max_model_len}"
+                  + (f"; {engines} identical engines measured at the same time" if engines > 1 else ""),
         "kv": f"vllm:cache_config_info: {facts.num_blocks} blocks x {facts.block_size} tokens = "
               f"{facts.capacity_tokens} tokens",
         "step_time": f"thunder calibrate: non-negative least squares over {fit.rows} request latencies "
@@ -159,6 +160,7 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
     prefix = measured.prefix
     profile["calibration"] = {
         "engine_version": facts.version, "model": facts.model, "max_model_len": facts.max_model_len,
+        "engines_measured_together": engines,
         "serving_flags": serving_flags, "cache_config_info": facts.cache_config,
         "fit": fit.to_dict(), "residuals": residuals, "probes": run_summary(measured.runs),
         "latencies_s": [{"probe": r.probe.name, "count": r.probe.count, "prompt_tokens": r.probe.prompt_tokens,
