@@ -254,6 +254,11 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines += ["", "Live self-agreement, spread of the runs of each cell ((max - min) / median): " + "; ".join(
         f"{a['policy']} x{a['parallel']} on {a['backends']}: steps/min {a['steps_per_min']:.0%}, hit rate {a['kv_hit_rate']:.0%}"
         for a in result["self_agreement"])]
+    lines += ["", "Speedup over " + (result["speedup"][0]["baseline"] if result.get("speedup") else "the baseline")
+              + ", paired (live: within a round; sim: within a calibration), median, sim / live: " + "; ".join(
+                  f"{s['policy']} on {s['backends']} x{s['parallel']}: {s['sim']:.2f} / {s['live']:.2f} "
+                  f"({s['rel_error']:+.0%}; live rounds {', '.join(f'{v:.2f}' for v in s['live_runs'])})"
+                  for s in result.get("speedup", []))]
     lines += ["", "Policy ranking by steps/min at each level, sim / live (medians; then per calibration and per "
               "round of live runs, ties within 2%): " + "; ".join(
                   f"{n}: {r['sim']} / {r['live']} ({', '.join(r.get('sim_profiles', []))} / "
@@ -361,7 +366,48 @@ def summarize_grid(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict
             # profile share its calibration; the medians alone hide how consistent an order is.
             ranking[level]["live_rounds"] = paired_orders(live, b, n, "round")
             ranking[level]["sim_profiles"] = paired_orders(sims, b, n, "profile")
-    return {"comparison": comparison, "self_agreement": agreement, "ranking": ranking}
+    return {"comparison": comparison, "self_agreement": agreement, "ranking": ranking,
+            "speedup": speedups(plan, live, sims)}
+
+
+def paired_ratios(rows: list[dict[str, Any]], cell: tuple[int, int], policy: str, baseline: str,
+                  key: str) -> list[float]:
+    """steps/min of ``policy`` over ``baseline`` within each group of ``key`` (a round of
+    live runs, minutes apart; or one calibration's simulations)."""
+    groups: dict[Any, dict[str, float]] = {}
+    for r in rows:
+        if (r["backends"], r["parallel"]) == cell:
+            groups.setdefault(r.get(key), {})[r["policy"]] = r["steps_per_min"]
+    return [g[policy] / g[baseline] for g in groups.values() if policy in g and baseline in g and g[baseline]]
+
+
+def speedups(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a policy study reads off the simulator: each policy's throughput over the first
+    policy's, paired within a live round and within a calibration. Machine speed that
+    drifts between rounds moves both policies of a round alike and cancels here."""
+    baseline = plan[0][1]
+    out = []
+    for b, n in dict.fromkeys((b, n) for b, _, n in plan):
+        for policy in dict.fromkeys(p for bb, p, nn in plan if (bb, nn) == (b, n) and p != baseline):
+            live_r = paired_ratios(live, (b, n), policy, baseline, "round")
+            sim_r = paired_ratios(sims, (b, n), policy, baseline, "profile")
+            if live_r and sim_r:
+                a, c = statistics.median(sim_r), statistics.median(live_r)
+                out.append({"backends": b, "parallel": n, "policy": policy, "baseline": baseline,
+                            "sim": a, "live": c, "rel_error": rel(a, c), "sim_runs": sim_r, "live_runs": live_r})
+    return out
+
+
+def resummarize(out: Path, doc: Path) -> int:
+    result = json.loads(out.read_text())
+    setup = result["setup"]
+    plan: list[Cell] = [(b, policy, n) for b in setup["backends"] for n in setup["parallel"]
+                        for policy in setup["policies"]]
+    result.update(summarize_grid(plan, result["live"], result["sim"], result["sim_engine_only"]))
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_doc(doc, markdown_table(result))
+    print(markdown_table(result))
+    return 0
 
 
 def main() -> int:
@@ -383,7 +429,11 @@ def main() -> int:
     parser.add_argument("--cell-timeout-s", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "fidelity.md")
+    parser.add_argument("--resummarize", action="store_true",
+                        help="run nothing: recompute the comparison of --out's runs and rewrite it and --doc's table")
     args = parser.parse_args()
+    if args.resummarize:
+        return resummarize(args.out, args.doc)
     started = time.perf_counter()
     timing = {"vllm_start": 0.0, "calibrate": 0.0, "live": 0.0, "sim": 0.0}
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
