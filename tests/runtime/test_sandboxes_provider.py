@@ -17,7 +17,8 @@ from sandbox_helpers import TREE, held_ports, kill_leftovers, processes_under
 
 from thunder.resources import PrepareEnv, ReclaimEnv
 from thunder.runtime.sandboxes import LocalSandboxProvider, PortRegistry, SandboxSpec, port_is_free, process_tree
-from thunder.runtime.tool_host import LiveToolHost, SandboxState, ToolHostConfig
+from thunder.runtime.sandbox_state import SandboxState, ToolHostConfig
+from thunder.runtime.tool_host import LiveToolHost
 
 PORTS = range(21000, 21040)
 

@@ -24,7 +24,7 @@ from thunder.runtime.payload import PROGRAM_FIELD
 from thunder.runtime.proxy import error_response
 from thunder.runtime.sandboxes import SandboxSpec
 from thunder.runtime.tool_cluster import ToolAwareLiveCluster
-from thunder.runtime.tool_host import SandboxState, describe_sandbox
+from thunder.runtime.sandbox_state import SandboxState, describe_sandbox
 
 _MAX_WAIT_S = 3600.0
 

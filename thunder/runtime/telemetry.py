@@ -13,7 +13,7 @@ from thunder.runtime.backend import BackendClient
 from thunder.runtime.live_cluster import LiveCluster
 from thunder.runtime.prometheus import Exposition
 from thunder.runtime.records import Histogram
-from thunder.runtime.tool_host import ToolHostStats
+from thunder.runtime.sandbox_state import ToolHostStats
 
 
 def describe(cluster: LiveCluster, program_id: str) -> dict[str, Any] | None:

@@ -32,7 +32,8 @@ from thunder.runtime.live_cluster import LiveCluster
 from thunder.runtime.records import LiveRecords
 from thunder.runtime.state import BackendState, LiveProgram
 from thunder.runtime.sandboxes import LocalSandboxProvider, PortRegistry
-from thunder.runtime.tool_host import LiveToolHost, ToolHostConfig
+from thunder.runtime.sandbox_state import ToolHostConfig
+from thunder.runtime.tool_host import LiveToolHost
 
 log = logging.getLogger(__name__)
 

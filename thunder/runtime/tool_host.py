@@ -29,93 +29,16 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from dataclasses import dataclass, field
-from enum import Enum
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from thunder.program import Phase, Program, ProgramId, Status
-from thunder.resources import EnvResources, EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision, ToolHostView
+from thunder.resources import EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision, ToolHostView
+from thunder.runtime.sandbox_state import (HOLDING, UNPREPARED, ProgramEnv, Sandbox, SandboxState, Teardown,
+                                           ToolHostConfig, ToolHostStats, describe_sandbox, env_resources)
 from thunder.runtime.sandboxes import Allocation, LocalSandboxProvider, NoFreePort, SandboxSpec, SetupFailed
 
 log = logging.getLogger(__name__)
-
-
-class SandboxState(Enum):
-    DECLARED = "declared"  # known, nothing held
-    PENDING = "pending"  # asked for; waits for room on the host
-    PREPARING = "preparing"  # directory and port held, setup running
-    READY = "ready"
-    RECLAIMED = "reclaimed"  # torn down; may be prepared again while its program lives
-    FAILED = "failed"  # setup failed; see ``error``
-
-
-_HOLDING = (SandboxState.PREPARING, SandboxState.READY)
-_UNPREPARED = (SandboxState.DECLARED, SandboxState.RECLAIMED)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolHostConfig:
-    """Capacities of the live host. None: unlimited."""
-
-    disk_capacity_bytes: int | None = None
-    setup_timeout_s: float = 600.0
-    reclaim_retry_s: float = 0.5  # first retry delay of a failed teardown; doubles up to 30 s
-    shutdown_timeout_s: float = 30.0  # how long shutdown keeps retrying teardowns
-
-
-@dataclass(slots=True, eq=False)
-class Sandbox:
-    """Mechanism state of one declared sandbox (mutable, never shown to a policy)."""
-
-    sandbox_id: str
-    program_id: ProgramId
-    spec: SandboxSpec
-    state: SandboxState = SandboxState.DECLARED
-    instance: Allocation | None = None
-    error: str | None = None
-    disk_bytes: int = 0  # measured, last walk
-    ready_s: float | None = None
-    prepared: int = 0  # instances started so far
-
-
-@dataclass(slots=True, eq=False)
-class _ProgramEnv:
-    sandboxes: list[Sandbox] = field(default_factory=list)
-    attached: list[dict[str, str]] = field(default_factory=list)
-    released: bool = False
-    needed_since_s: float | None = None
-    last_active_s: float = 0.0
-    state_since_s: float = 0.0
-
-
-@dataclass(slots=True, eq=False)
-class _Teardown:
-    """An instance being torn down (or whose teardown failed and is retried)."""
-
-    sandbox_id: str
-    instance: Allocation
-    quota_bytes: int
-    attempts: int = 0
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolHostStats:
-    """What ``/metrics`` shows about sandboxes."""
-
-    sandboxes_live: int
-    disk_bytes: int  # measured under the live instances and unfinished teardowns
-    disk_reserved_bytes: int
-    ports_held: int
-    preparing: int
-    pending: int
-    teardowns: int
-    reclaims: int
-    reclaim_failures: int
-    setup_failures: int
-    sigkills: int
-    attached: int
 
 
 class LiveToolHost:
@@ -124,12 +47,12 @@ class LiveToolHost:
         self.provider = provider
         self.clock = clock  # the cluster's clock, so times in views compare with its own
         self.config = config
-        self.programs: dict[ProgramId, _ProgramEnv] = {}
+        self.programs: dict[ProgramId, ProgramEnv] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self._ids = itertools.count(1)
         self._pending: deque[str] = deque()
         self._tasks: dict[str, asyncio.Task[None]] = {}  # preparations, by sandbox id
-        self._teardowns: dict[str, _Teardown] = {}  # by instance name
+        self._teardowns: dict[str, Teardown] = {}  # by instance name
         self._teardown_tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self.reclaims = self.reclaim_failures = self.setup_failures = 0
@@ -141,7 +64,7 @@ class LiveToolHost:
         """A new sandbox of ``program_id``; ``needed``: its program wants it now."""
         env = self.programs.get(program_id)
         if env is None or env.released:  # a released program named again is a new one
-            env = self.programs[program_id] = _ProgramEnv(last_active_s=now_s, state_since_s=now_s)
+            env = self.programs[program_id] = ProgramEnv(last_active_s=now_s, state_since_s=now_s)
         sandbox = Sandbox(f"sb-{next(self._ids)}", program_id, spec)
         env.sandboxes.append(sandbox)
         self.sandboxes[sandbox.sandbox_id] = sandbox
@@ -154,7 +77,7 @@ class LiveToolHost:
         """Record (kind, id) resources the client created for the program (never destroyed here)."""
         env = self.programs.get(program_id)
         if env is None or env.released:
-            env = self.programs[program_id] = _ProgramEnv(last_active_s=now_s, state_since_s=now_s)
+            env = self.programs[program_id] = ProgramEnv(last_active_s=now_s, state_since_s=now_s)
         for kind, ident in resources:
             if {"kind": kind, "id": ident} not in env.attached:
                 env.attached.append({"kind": kind, "id": ident})
@@ -208,19 +131,19 @@ class LiveToolHost:
             ready = [s.ready_s for s in members if s.ready_s is not None]
             last_used = max([*ready, last_seen_s.get(program_id, 0.0)]) if ready else None
             envs[program_id] = EnvView(
-                program_id, self._env_state(env), _resources(members), released=env.released,
+                program_id, self._env_state(env), env_resources(members), released=env.released,
                 needed_since_s=env.needed_since_s, in_use=in_use, last_used_s=last_used,
                 state_since_s=env.state_since_s)
         return ToolHostView(now_s=now_s, disk_capacity_bytes=self.config.disk_capacity_bytes,
-                            disk_used_bytes=self._reserved(_HOLDING), disk_pending_bytes=self._reserved(
+                            disk_used_bytes=self._reserved(HOLDING), disk_pending_bytes=self._reserved(
                                 (SandboxState.PENDING,), teardowns=False),
                             ports_capacity=self.provider.ports.capacity, ports_used=self._ports_held(),
                             ports_pending=self._count(SandboxState.PENDING), envs=MappingProxyType(envs))
 
-    def _members(self, env: _ProgramEnv) -> list[Sandbox]:
+    def _members(self, env: ProgramEnv) -> list[Sandbox]:
         return [s for s in env.sandboxes if s.state is not SandboxState.FAILED]
 
-    def _env_state(self, env: _ProgramEnv) -> EnvState:
+    def _env_state(self, env: ProgramEnv) -> EnvState:
         """The least prepared of its sandboxes."""
         states = {s.state for s in self._members(env)}
         if SandboxState.DECLARED in states:
@@ -259,8 +182,8 @@ class LiveToolHost:
             return "refuse"  # as in the simulator: never under a running step
         return "reclaim" if self._reclaim(decision.program_id, env, now_s, decision.reason) else None
 
-    def _prepare(self, program_id: ProgramId, env: _ProgramEnv, now_s: float) -> bool:
-        todo = [s for s in env.sandboxes if s.state in _UNPREPARED]
+    def _prepare(self, program_id: ProgramId, env: ProgramEnv, now_s: float) -> bool:
+        todo = [s for s in env.sandboxes if s.state in UNPREPARED]
         if env.released or not todo:
             return False
         for sandbox in todo:
@@ -275,7 +198,7 @@ class LiveToolHost:
         cap = self.config.disk_capacity_bytes
         while self._pending:
             sandbox = self.sandboxes[self._pending[0]]
-            if cap is not None and self._reserved(_HOLDING) + sandbox.spec.disk_quota_bytes > cap:
+            if cap is not None and self._reserved(HOLDING) + sandbox.spec.disk_quota_bytes > cap:
                 return
             if self._ports_held() >= self.provider.ports.capacity:
                 return
@@ -321,8 +244,8 @@ class LiveToolHost:
             env.needed_since_s = None
         self._notify()
 
-    def _reclaim(self, program_id: ProgramId, env: _ProgramEnv, now_s: float, reason: str) -> bool:
-        live = [s for s in env.sandboxes if s.state in (SandboxState.PENDING, *_HOLDING)]
+    def _reclaim(self, program_id: ProgramId, env: ProgramEnv, now_s: float, reason: str) -> bool:
+        live = [s for s in env.sandboxes if s.state in (SandboxState.PENDING, *HOLDING)]
         for sandbox in live:
             if sandbox.state is SandboxState.PENDING:
                 self._pending.remove(sandbox.sandbox_id)
@@ -344,7 +267,7 @@ class LiveToolHost:
         if instance is None:
             return
         self.reclaims += 1
-        teardown = _Teardown(sandbox.sandbox_id, instance, sandbox.spec.disk_quota_bytes)
+        teardown = Teardown(sandbox.sandbox_id, instance, sandbox.spec.disk_quota_bytes)
         self._teardowns[instance.name] = teardown
         preparation = self._tasks.pop(sandbox.sandbox_id, None)
         if preparation is not None:
@@ -353,7 +276,7 @@ class LiveToolHost:
         self._teardown_tasks.add(task)
         task.add_done_callback(self._teardown_tasks.discard)
 
-    async def _run_teardown(self, teardown: _Teardown, preparation: asyncio.Task[None] | None) -> None:
+    async def _run_teardown(self, teardown: Teardown, preparation: asyncio.Task[None] | None) -> None:
         if preparation is not None:
             await asyncio.gather(preparation, return_exceptions=True)
         delay_s = self.config.reclaim_retry_s
@@ -363,7 +286,7 @@ class LiveToolHost:
             await asyncio.sleep(delay_s)
             delay_s = min(30.0, delay_s * 2)
 
-    async def _try_teardown(self, teardown: _Teardown) -> bool:
+    async def _try_teardown(self, teardown: Teardown) -> bool:
         teardown.attempts += 1
         teardown.problems = await self.provider.release(teardown.instance)
         if teardown.problems:
@@ -380,7 +303,7 @@ class LiveToolHost:
         env = self.programs.get(program_id)
         if env is None or not env.released:
             return
-        if all(s.state not in (SandboxState.PENDING, *_HOLDING) for s in env.sandboxes):
+        if all(s.state not in (SandboxState.PENDING, *HOLDING) for s in env.sandboxes):
             for sandbox in env.sandboxes:
                 self.sandboxes.pop(sandbox.sandbox_id, None)
             del self.programs[program_id]
@@ -397,7 +320,7 @@ class LiveToolHost:
         deadline = loop.time() + timeout_s
         while True:
             env = self.programs.get(program_id)
-            if env is None or not any(s.state in (SandboxState.PENDING, SandboxState.PREPARING, *_UNPREPARED)
+            if env is None or not any(s.state in (SandboxState.PENDING, SandboxState.PREPARING, *UNPREPARED)
                                       for s in env.sandboxes if not env.released):
                 return True
             remaining = deadline - loop.time()
@@ -412,16 +335,16 @@ class LiveToolHost:
         """Walk every live instance's directory once (in a thread: walking is blocking I/O)."""
         for sandbox in list(self.sandboxes.values()):
             instance = sandbox.instance
-            if instance is not None and sandbox.state in _HOLDING:
+            if instance is not None and sandbox.state in HOLDING:
                 sandbox.disk_bytes = await asyncio.to_thread(self.provider.disk_bytes, instance)
 
     def stats(self) -> ToolHostStats:
-        live = [s for s in self.sandboxes.values() if s.state in _HOLDING]
+        live = [s for s in self.sandboxes.values() if s.state in HOLDING]
         torn = [t for t in self._teardowns.values() if t.instance.path.exists()]
         return ToolHostStats(
             sandboxes_live=len(live),
             disk_bytes=sum(s.disk_bytes for s in live) + sum(self.provider.disk_bytes(t.instance) for t in torn),
-            disk_reserved_bytes=self._reserved(_HOLDING), ports_held=self._ports_held(),
+            disk_reserved_bytes=self._reserved(HOLDING), ports_held=self._ports_held(),
             preparing=self._count(SandboxState.PREPARING), pending=self._count(SandboxState.PENDING),
             teardowns=len(self._teardowns), reclaims=self.reclaims, reclaim_failures=self.reclaim_failures,
             setup_failures=self.setup_failures, sigkills=self.provider.sigkills,
@@ -440,7 +363,7 @@ class LiveToolHost:
         self.closing = True
         self._pending.clear()
         for sandbox in self.sandboxes.values():
-            if sandbox.state in _HOLDING:
+            if sandbox.state in HOLDING:
                 self._teardown(sandbox)
             if sandbox.state is not SandboxState.FAILED:
                 sandbox.state = SandboxState.RECLAIMED
@@ -461,19 +384,4 @@ class LiveToolHost:
         return left
 
 
-def describe_sandbox(sandbox: Sandbox) -> dict[str, Any]:
-    instance = sandbox.instance
-    return {"sandbox_id": sandbox.sandbox_id, "program_id": sandbox.program_id, "state": sandbox.state.value,
-            "path": str(instance.path) if instance is not None else None,
-            "port": instance.port if instance is not None else None, "error": sandbox.error,
-            "disk_bytes": sandbox.disk_bytes, "disk_quota_bytes": sandbox.spec.disk_quota_bytes,
-            "instances": sandbox.prepared}
-
-
-def _resources(members: list[Sandbox]) -> EnvResources:
-    return EnvResources(disk_bytes=sum(s.spec.disk_quota_bytes for s in members), ports=len(members),
-                        processes=sum(1 for s in members if s.spec.process_command),
-                        setup_s=max(s.spec.expected_setup_s for s in members))
-
-
-__all__ = ["LiveToolHost", "Sandbox", "SandboxState", "ToolHostConfig", "ToolHostStats", "describe_sandbox"]
+__all__ = ["LiveToolHost"]
