@@ -42,3 +42,19 @@ def test_calibrate_writes_a_profile_the_simulator_loads(vllm_backend: VllmBacken
     spec = load_engine_spec(str(out))
     assert spec.name == "tiny-live" and spec.capacity_tokens == vllm_backend.kv_capacity_tokens
     assert spec.step_time.overhead_s + spec.step_time.per_decode_seq_s > 0
+
+
+@pytest.mark.vllm
+def test_calibrate_measures_repeated_endpoints_together(vllm_backend: VllmBackend, tmp_path) -> None:
+    # One server named twice stands in for a cluster's two engines: the CLI runs both
+    # calibrations at once and fits one profile to the pooled measurements.
+    out = tmp_path / "profile.json"
+    result = CliRunner().invoke(app, ["calibrate", "--endpoint", vllm_backend.url, "--endpoint", vllm_backend.url,
+                                      "-o", str(out), "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    profile = json.loads(out.read_text())
+    assert profile["calibration"]["engines_measured_together"] == 2
+    assert "2 identical engines measured at the same time" in profile["sources"]["engine"]
+    probes = {p["probe"] for p in profile["calibration"]["latencies_s"]}
+    assert len(profile["calibration"]["latencies_s"]) == 2 * len(probes)  # one run of every probe per engine
+    assert profile["frontend_s"] > 0 and profile["admit_full_prompt"] is True
