@@ -35,8 +35,6 @@ import fidelity  # noqa: E402
 from thunder.metrics import build_tables, summarize  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
-from thunder.trace import load_trace, write_trace  # noqa: E402
-from thunder.trace_scale import scale_trace  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -59,15 +57,13 @@ def machine_busy() -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fidelity.add_trace_arguments(parser)
     parser.add_argument("--modes", default="direct:8,vllm:8,direct:16,vllm:16")
     parser.add_argument("--multiprocess", action="store_true", help="vLLM's default CPU layout instead")
     args = parser.parse_args()
-    loaded = load_trace(ROOT / "traces" / "swebench.jsonl")
     with tempfile.TemporaryDirectory(prefix="thunder-layout-") as tmp:
         work = Path(tmp)
-        trace_path = work / "trace.jsonl"
-        write_trace(trace_path, loaded.header, scale_trace(list(loaded.programs)[:16], 0.25, max_steps=20))
-        trace = list(load_trace(trace_path).programs)
+        trace = fidelity.write_scaled_trace(args, work / "trace.jsonl")
         config = VllmServerConfig(model_dir=fidelity.build_model(work / "tiny-llama"), served_model_name="tiny-llama",
                                   log_path=work / "vllm.log", single_process=not args.multiprocess)
         with VllmServer(config) as server:
@@ -79,7 +75,7 @@ def main() -> int:
                 before = {pid: cpu_seconds(pid) for pid in processes}
                 busy0, engine0 = machine_busy(), fidelity.engine_seconds([server.url])
                 result = asyncio.run(replay(trace, ReplayConfig(endpoint=proxy.url if proxy else server.url,
-                                                                parallel=int(parallel), time_scale=0.1,
+                                                                parallel=int(parallel), time_scale=args.time_scale,
                                                                 seed=seed)))
                 busy1 = machine_busy()
                 cpu = {f"{name} ({pid})": round(cpu_seconds(pid) - before[pid], 2) for pid, name in processes.items()}

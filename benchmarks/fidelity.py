@@ -71,6 +71,25 @@ MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS = 2048, 128  # vLLM 0.32's OpenAI-server de
 Cell = tuple[int, str, int]  # (backends, policy, parallel programs)
 
 
+def add_trace_arguments(parser: argparse.ArgumentParser, time_scale_help: str | None = None) -> None:
+    """The scaled SWE-bench subset the live benchmarks share: one context fits
+    ``max_model_len`` 4096, the contexts together outgrow a 16,384-token cache."""
+    parser.add_argument("--trace", type=Path, default=ROOT / "traces" / "swebench.jsonl")
+    parser.add_argument("--programs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--token-scale", type=float, default=0.25)
+    parser.add_argument("--time-scale", type=float, default=0.1, help=time_scale_help)
+
+
+def write_scaled_trace(args: argparse.Namespace, path: Path) -> list[TraceProgram]:
+    """Scale the trace as ``add_trace_arguments`` says, write it to ``path`` and return
+    what a reader of that file gets (the simulator reads it; the replay sends it)."""
+    loaded = load_trace(args.trace)
+    write_trace(path, loaded.header, scale_trace(list(loaded.programs)[:args.programs], args.token_scale,
+                                                 max_steps=args.steps))
+    return list(load_trace(path).programs)
+
+
 def build_model(directory: Path) -> Path:
     venv = default_vllm_venv()
     subprocess.run([str(venv / "bin" / "python"), str(REPO_ROOT / "scripts" / "build_tiny_model.py"), str(directory)],
@@ -329,14 +348,20 @@ def order(values: dict[str, float], tie: float = 0.02) -> str:
     return text
 
 
-def paired_orders(rows: list[dict[str, Any]], backends: int, n: int, key: str) -> list[str]:
-    """The policy order of one level within each group of ``key`` that ran every policy."""
+def paired_groups(rows: list[dict[str, Any]], level: tuple[int, int], key: str) -> list[dict[str, float]]:
+    """steps/min by policy at ``level`` (backends, parallel) within each group of ``key``: a
+    round of live runs (minutes apart), or one calibration's simulations."""
     groups: dict[Any, dict[str, float]] = {}
     for r in rows:
-        if r["parallel"] == n and r["backends"] == backends:
+        if (r["backends"], r["parallel"]) == level:
             groups.setdefault(r.get(key), {})[r["policy"]] = r["steps_per_min"]
-    complete = [g for g in groups.values() if len(g) == len({r["policy"] for r in rows})]
-    return [order(g) for g in complete]
+    return list(groups.values())
+
+
+def paired_orders(rows: list[dict[str, Any]], level: tuple[int, int], key: str) -> list[str]:
+    """The policy order within each group of ``key`` that ran every policy."""
+    policies = {r["policy"] for r in rows}
+    return [order(g) for g in paired_groups(rows, level, key) if len(g) == len(policies)]
 
 
 def summarize_grid(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict[str, Any]],
@@ -364,21 +389,17 @@ def summarize_grid(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict
             ranking[level] = {side: order({p: got[p][side] for p in got}) for side in ("sim", "live")}
             # Paired: the policies of one round ran minutes apart, the simulations of one
             # profile share its calibration; the medians alone hide how consistent an order is.
-            ranking[level]["live_rounds"] = paired_orders(live, b, n, "round")
-            ranking[level]["sim_profiles"] = paired_orders(sims, b, n, "profile")
+            ranking[level]["live_rounds"] = paired_orders(live, (b, n), "round")
+            ranking[level]["sim_profiles"] = paired_orders(sims, (b, n), "profile")
     return {"comparison": comparison, "self_agreement": agreement, "ranking": ranking,
             "speedup": speedups(plan, live, sims)}
 
 
-def paired_ratios(rows: list[dict[str, Any]], cell: tuple[int, int], policy: str, baseline: str,
+def paired_ratios(rows: list[dict[str, Any]], level: tuple[int, int], policy: str, baseline: str,
                   key: str) -> list[float]:
-    """steps/min of ``policy`` over ``baseline`` within each group of ``key`` (a round of
-    live runs, minutes apart; or one calibration's simulations)."""
-    groups: dict[Any, dict[str, float]] = {}
-    for r in rows:
-        if (r["backends"], r["parallel"]) == cell:
-            groups.setdefault(r.get(key), {})[r["policy"]] = r["steps_per_min"]
-    return [g[policy] / g[baseline] for g in groups.values() if policy in g and baseline in g and g[baseline]]
+    """steps/min of ``policy`` over ``baseline`` within each group of ``key``."""
+    return [g[policy] / g[baseline] for g in paired_groups(rows, level, key)
+            if policy in g and baseline in g and g[baseline]]
 
 
 def speedups(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -412,11 +433,7 @@ def resummarize(out: Path, doc: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", type=Path, default=ROOT / "traces" / "swebench.jsonl")
-    parser.add_argument("--programs", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--token-scale", type=float, default=0.25)
-    parser.add_argument("--time-scale", type=float, default=0.1)
+    add_trace_arguments(parser)
     parser.add_argument("--parallel", default="8,16")
     parser.add_argument("--policies", default="vllm,thunder")
     parser.add_argument("--backends", default="1,2", help="vLLM servers behind the proxy, one or more counts")
@@ -441,13 +458,10 @@ def main() -> int:
     counts = [int(v) for v in args.backends.split(",") if v.strip()]
     plan: list[Cell] = [(b, policy, n) for b in counts for n in levels for policy in policies]
 
-    loaded = load_trace(args.trace)
-    trace = scale_trace(list(loaded.programs)[:args.programs], args.token_scale, max_steps=args.steps)
     with tempfile.TemporaryDirectory(prefix="thunder-fidelity-") as tmp, contextlib.ExitStack() as servers:
         work = Path(tmp)
         trace_path = work / "trace.jsonl"
-        write_trace(trace_path, loaded.header, trace)
-        trace = list(load_trace(trace_path).programs)  # what the simulator reads, exactly
+        trace = write_scaled_trace(args, trace_path)
         t0 = time.perf_counter()
         if args.endpoints:
             urls = [u.strip().rstrip("/") for u in args.endpoints.split(",") if u.strip()]

@@ -41,12 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fidelity import Proxy, build_model, metrics_value  # noqa: E402
+from fidelity import Proxy, add_trace_arguments, build_model, metrics_value, write_scaled_trace  # noqa: E402
 from thunder.metrics import build_tables, summarize  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
-from thunder.trace import TraceProgram, load_trace  # noqa: E402
-from thunder.trace_scale import scale_trace  # noqa: E402
+from thunder.trace import TraceProgram  # noqa: E402
 
 
 def held_times(export_dir: Path) -> dict[str, float | None]:
@@ -110,11 +109,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", type=Path, default=ROOT / "traces" / "swebench.jsonl")
-    parser.add_argument("--programs", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--token-scale", type=float, default=0.25)
-    parser.add_argument("--time-scale", type=float, default=0.1, help="engine-bound cells")
+    add_trace_arguments(parser, time_scale_help="engine-bound cells")
     parser.add_argument("--tool-time-scale", type=float, default=1.0, help="the tool-bound cell")
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--budget-s", type=float, default=720.0, help="start no cell after this")
@@ -124,8 +119,6 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "live_thrashing.json")
     args = parser.parse_args()
     started = time.perf_counter()
-    loaded = load_trace(args.trace)
-    trace = scale_trace(list(loaded.programs)[:args.programs], args.token_scale, max_steps=args.steps)
     rows: list[dict[str, Any]] = []
     seed = 100  # distinct prompts per run: no run hits another's leftovers in the prefix cache
 
@@ -150,6 +143,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="thunder-thrash-") as tmp:
         work = Path(tmp)
+        trace = write_scaled_trace(args, work / "trace.jsonl")  # run() reads it when called
         model = build_model(work / "tiny-llama")
         configs = [VllmServerConfig(model_dir=model, served_model_name="tiny-llama", log_path=work / f"vllm-{i}.log")
                    for i in range(2)]

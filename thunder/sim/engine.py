@@ -33,10 +33,10 @@ import numpy as np
 import simpy
 
 from thunder.cost import CostLedger
+from thunder.sim import kv_costs
 from thunder.sim.decoders import DecodeSet
 from thunder.sim.hardware import EngineSpec
 from thunder.sim.kv import PrefixCache, SeqKey
-from thunder.sim import kv_costs
 from thunder.sim.request import EngineCounters, Request, StepPlan
 
 # Two instants closer than this are the same step boundary (float sums of step
@@ -253,14 +253,13 @@ class Replica:
             tokens = min(target - hit_tokens, budget)
             need = (hit.shared_missing_blocks
                     + request.blocks_for(hit_tokens + tokens, self.block_size) - hit.program_hit_blocks)
-            if not self.cache.can_allocate(need, now, reserved=hit.free_blocks_reused, own_key=request.program_key):
-                break
+            gate = need
             if self.spec.admit_full_prompt and tokens < target - hit_tokens:
-                # The gate only: later chunks still allocate as they run (vLLM reserves nothing).
-                whole = hit.shared_missing_blocks + request.blocks_for(target, self.block_size) - hit.program_hit_blocks
-                if not self.cache.can_allocate(whole, now, reserved=hit.free_blocks_reused,
-                                               own_key=request.program_key):
-                    break
+                # The whole prompt must fit, but only this chunk is allocated now: later
+                # chunks allocate as they run (vLLM reserves nothing).
+                gate = hit.shared_missing_blocks + request.blocks_for(target, self.block_size) - hit.program_hit_blocks
+            if not self.cache.can_allocate(gate, now, reserved=hit.free_blocks_reused, own_key=request.program_key):
+                break
             heapq.heappop(self.waiting)
             self.cache.acquire(request.program_key, request.shared_key, request.shared_blocks, hit)
             allocated = self.cache.allocate(need, now)
