@@ -31,7 +31,7 @@ import numpy as np
 
 # Per-request feature sums, in this column order, then the per-request intercept.
 STEP_FEATURES = ("overhead_s", "per_prefill_token_s", "per_decode_seq_s", "per_context_token_s",
-                 "per_prefill_pair_s")
+                 "per_prefill_pair_s", "per_admitting_step_s")
 COEFFICIENTS = STEP_FEATURES + ("request_overhead_s",)
 
 
@@ -52,6 +52,10 @@ class ProbeRun:
 
     probe: Probe
     latencies_s: tuple[float, ...]
+    # The engine's own account of the same requests, mean per request: vLLM's queue +
+    # inference time histograms (arrival at the engine core to the last token). None
+    # where the server exports no such histograms.
+    engine_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +219,7 @@ def _probe_errors(design: np.ndarray, latencies_s: np.ndarray, solution: np.ndar
 
 
 def fit_linear(features: np.ndarray, latencies_s: np.ndarray, groups: Sequence[str] | None = None,
-               max_excluded: int = 2) -> LinearFit:
+               max_excluded: int = 2, fixed_zero: Sequence[str] = ()) -> LinearFit:
     """Fit ``latency = features @ step coefficients + request_overhead_s``, non-negative.
 
     ``features``: one row per request, columns ``STEP_FEATURES`` (summed over the
@@ -231,14 +235,21 @@ def fit_linear(features: np.ndarray, latencies_s: np.ndarray, groups: Sequence[s
     by a fifth) and each left-out probe ran slower than they predict by more than
     25% and by four times that median: a high-breakdown check, not a trim of the
     worst rows, and one-sided, since load from elsewhere only ever slows a probe. R^2 is over
-    the rows fitted; the relative errors over all rows, left-out ones included."""
+    the rows fitted; the relative errors over all rows, left-out ones included.
+
+    ``fixed_zero`` names coefficients held at 0: terms the data cannot tell apart from
+    another (``thunder.sim.calibration`` says which, by what it fits)."""
     if features.ndim != 2 or features.shape[1] != len(STEP_FEATURES):
         raise ValueError(f"features must have {len(STEP_FEATURES)} columns, got shape {features.shape}")
     if len(features) != len(latencies_s) or len(features) < len(COEFFICIENTS):
         raise ValueError(f"need at least {len(COEFFICIENTS)} rows and one latency per row")
     if (latencies_s <= 0).any():
         raise ValueError("latencies must be positive")
+    unknown = set(fixed_zero) - set(COEFFICIENTS)
+    if unknown:
+        raise ValueError(f"fixed_zero names unknown coefficients: {sorted(unknown)}")
     design = np.column_stack([features, np.ones(len(features))]).astype(np.float64)
+    design[:, [COEFFICIENTS.index(name) for name in fixed_zero]] = 0.0  # a zero column stays at 0
     names = list(groups) if groups is not None else [str(i) for i in range(len(latencies_s))]
     sizes = {name: names.count(name) for name in set(names)}
     weight = 1.0 / latencies_s / np.sqrt([sizes[name] for name in names])
@@ -282,6 +293,11 @@ def predict(fit_coefficients: dict[str, float], features: np.ndarray) -> np.ndar
     return features @ step + fit_coefficients["request_overhead_s"]
 
 
+def _median_engine_s(runs: Sequence[ProbeRun]) -> float | None:
+    values = [r.engine_s for r in runs if r.engine_s is not None]
+    return float(np.median(values)) if values else None
+
+
 def run_summary(runs: Sequence[ProbeRun]) -> list[dict[str, Any]]:
     """Per probe: the median over repeats of the batch's median and last latency."""
     by_name: dict[str, list[ProbeRun]] = {}
@@ -293,5 +309,6 @@ def run_summary(runs: Sequence[ProbeRun]) -> list[dict[str, Any]]:
         rows.append({"probe": name, "count": probe.count, "prompt_tokens": probe.prompt_tokens,
                      "output_tokens": probe.output_tokens, "repeats": len(group),
                      "median_latency_s": float(np.median([np.median(r.latencies_s) for r in group])),
-                     "last_latency_s": float(np.median([max(r.latencies_s) for r in group]))})
+                     "last_latency_s": float(np.median([max(r.latencies_s) for r in group])),
+                     "median_engine_s": _median_engine_s(group)})
     return rows

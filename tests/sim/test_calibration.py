@@ -19,7 +19,8 @@ from thunder.sim.run import SimConfig, simulate
 from thunder.trace import TraceProgram, TraceStep
 
 TRUE = {"overhead_s": 2.0e-3, "per_prefill_token_s": 8.0e-6, "per_decode_seq_s": 7.0e-5,
-        "per_context_token_s": 2.0e-7, "per_prefill_pair_s": 1.8e-8, "request_overhead_s": 6.0e-3}
+        "per_context_token_s": 2.0e-7, "per_prefill_pair_s": 1.8e-8, "per_admitting_step_s": 0.0,
+        "request_overhead_s": 6.0e-3}
 
 
 def geometry(budget: int = 2048) -> EngineSpec:
@@ -41,20 +42,25 @@ def synthetic_runs(noise: float, repeats: int = 3, seed: int = 0) -> list[ProbeR
 
 def test_features_follow_the_engines_chunking_and_batching():
     one = probe_features(Probe("long", 1, 3000, 1), geometry())
-    assert one.tolist() == [[2.0, 3000.0, 0.0, 0.0, 2048 * 1024 + 952 * (2048 + 476)]]  # two chunks
+    # two chunks, and only the first step admits
+    assert one.tolist() == [[2.0, 3000.0, 0.0, 0.0, 2048 * 1024 + 952 * (2048 + 476), 1.0]]
     batch = probe_features(Probe("batch", 8, 512, 1), geometry())
     # the budget takes four prompts per step: the first four finish after step 1, the rest after step 2
     assert batch[:4, 0].tolist() == [1.0] * 4 and batch[4:, 0].tolist() == [2.0] * 4
     assert batch[4:, 1].tolist() == [4096.0] * 4
+    assert batch[:4, 5].tolist() == [1.0] * 4 and batch[4:, 5].tolist() == [2.0] * 4  # both steps admit
     decode = probe_features(Probe("decode", 4, 32, 64), geometry())
     # step 1 prefills 4 x 32 and samples each first token; 63 decode steps of 4 sequences follow
-    steps, prefill, seqs, context, _ = decode[0]
+    steps, prefill, seqs, context, _, admitting = decode[0]
+    assert admitting == 1.0
     assert (steps, prefill, seqs) == (64.0, 128.0, 63.0 * 4)
     assert context == sum(4 * (32 + i) for i in range(63))
 
 
 def test_exact_latencies_recover_the_coefficients():
-    fit = fit_linear(*_stack(synthetic_runs(noise=0.0, repeats=1)))
+    # From client latencies the admitting-step cost is one more constant per request, as
+    # the intercept is: the fit holds it at 0 (fit_engine_spec does the same).
+    fit = fit_linear(*_stack(synthetic_runs(noise=0.0, repeats=1)), fixed_zero=("per_admitting_step_s",))
     for name in COEFFICIENTS:
         assert fit.coefficients[name] == pytest.approx(TRUE[name], rel=1e-6)
     assert fit.r2 == pytest.approx(1.0)
@@ -178,6 +184,61 @@ def _stack(runs: list[ProbeRun]) -> tuple[np.ndarray, np.ndarray]:
     from thunder.sim.calibration import design
     features, latencies, _ = design(runs, geometry())
     return features, latencies
+
+
+ENGINE_TRUE = {**{k: TRUE[k] for k in STEP_FEATURES}, "per_admitting_step_s": 3.0e-3}
+FRONT_END_S = 4.0e-3
+
+
+def engine_runs(noise: float, repeats: int = 3, seed: int = 0) -> list[ProbeRun]:
+    """Runs whose engine time follows ENGINE_TRUE (admitting steps cost 3 ms) and whose
+    clients see 4 ms more per request (the front end), noise on both."""
+    rng = np.random.default_rng(seed)
+    step = np.array([ENGINE_TRUE[name] for name in STEP_FEATURES])
+    runs = []
+    for _ in range(repeats):
+        for probe in default_probes(4096, 16384, 2048):
+            engine = probe_features(probe, geometry()) @ step * (1 + noise * rng.standard_normal(probe.count))
+            runs.append(ProbeRun(probe, tuple(engine + FRONT_END_S), engine_s=float(engine.mean())))
+    return runs
+
+
+def test_engine_times_recover_the_admitting_step_cost_and_the_front_end():
+    spec, fit, residuals = fit_engine_spec(engine_runs(noise=0.0, repeats=1), geometry())
+    for name in STEP_FEATURES:
+        assert getattr(spec.step_time, name) == pytest.approx(ENGINE_TRUE[name], rel=1e-6)
+    assert fit.coefficients["request_overhead_s"] == 0.0  # the engine's time is made of steps
+    assert all(abs(r["rel_error"]) < 1e-6 for r in residuals)
+    noisy, _, _ = fit_engine_spec(engine_runs(noise=0.03, repeats=5, seed=2), geometry())
+    assert noisy.step_time.per_admitting_step_s == pytest.approx(3.0e-3, rel=0.3)
+    assert noisy.step_time.per_decode_seq_s == pytest.approx(ENGINE_TRUE["per_decode_seq_s"], rel=0.25)
+
+
+def test_a_profile_from_engine_times_puts_the_rest_in_the_front_end():
+    facts = ServerFacts(version="0.32.0", model="tiny", max_model_len=4096, block_size=32, num_blocks=512,
+                        cache_config={})
+    prefix = PrefixCacheCheck(prompt_tokens=1000, first_cached_tokens=0, repeat_cached_tokens=992,
+                              extended_prompt_tokens=1100, extended_cached_tokens=992, first_latency_s=0.04,
+                              repeat_latency_s=0.01, extended_latency_s=0.02)
+    measured = Measurements(facts=facts, runs=tuple(engine_runs(0.0, repeats=2)), prefix=prefix,
+                            preemptions=0.0, duration_s=12.0)
+    profile = build_profile(measured, 2048, 128, name="tiny-engine")
+    assert profile["frontend_s"] == pytest.approx(FRONT_END_S, rel=1e-6)
+    assert profile["request_overhead_s"] == 0.0
+    assert profile["step_time"]["per_admitting_step_s"] == pytest.approx(3.0e-3, rel=1e-6)
+    assert profile["calibration"]["fit_target"] == "engine time per request"
+    assert "queue + inference histograms" in profile["sources"]["step_time"]
+    assert "minus the engine's own time" in profile["sources"]["frontend"]
+    # one run without the engine's account: back to client latencies and the intercept
+    mixed = dataclasses.replace(measured, runs=measured.runs[:-1] + (dataclasses.replace(measured.runs[-1],
+                                                                                         engine_s=None),))
+    assert build_profile(mixed, 2048, 128)["calibration"]["fit_target"] == "client latency"
+
+
+def test_a_step_that_admits_pays_once_however_many_it_admits():
+    step = StepTimeModel(overhead_s=1e-3, per_admitting_step_s=3e-3)
+    assert step.step_s(32, 0.0, 0, 0, joined=0) == pytest.approx(1e-3)
+    assert step.step_s(32, 0.0, 0, 0, joined=1) == step.step_s(512, 0.0, 0, 0, joined=16) == pytest.approx(4e-3)
 
 
 def test_a_probe_slowed_by_outside_load_is_left_out_not_fitted():

@@ -122,9 +122,29 @@ class _Client:
 
     async def run_probe(self, probe: Probe) -> ProbeRun:
         prompts = [self.fresh_ids(probe.prompt_tokens) for _ in range(probe.count)]
+        before = await self.request_time_sums()
         results = await asyncio.gather(*(self.complete(p, probe.output_tokens) for p in prompts))
         self.cached_probe_tokens += sum(_cached(usage) for _, usage in results)
-        return ProbeRun(probe, tuple(latency for latency, _ in results))
+        engine = await self.engine_seconds_since(before, probe.count)
+        return ProbeRun(probe, tuple(latency for latency, _ in results),
+                        engine_s=None if engine is None else engine / probe.count)
+
+    async def engine_seconds_since(self, before: tuple[float, float] | None, requests: int,
+                                   wait_s: float = 5.0) -> float | None:
+        """Engine seconds vLLM's histograms added since ``before`` once they count
+        ``requests`` more (they update when the API server handles the engine's stats, just
+        after the responses); None without histograms, or if they never catch up."""
+        deadline = time.perf_counter() + wait_s
+        while before is not None:
+            after = await self.request_time_sums()
+            if after is None:
+                return None
+            if after[1] - before[1] >= requests:
+                return after[0] - before[0] if after[1] - before[1] == requests else None
+            if time.perf_counter() > deadline:
+                return None
+            await asyncio.sleep(0.01)
+        return None
 
     async def request_time_sums(self) -> tuple[float, float] | None:
         """(seconds, requests) of vLLM's queue + inference time histograms, or None."""
@@ -148,15 +168,8 @@ class _Client:
 
         before = await self.request_time_sums()
         await asyncio.gather(*(client() for _ in range(cfg.load_clients)))
-        engine = None
-        for _ in range(20):  # vLLM's counters update in batches: wait until they count every request
-            after = await self.request_time_sums()
-            if before is None or after is None:
-                break
-            if after[1] - before[1] >= len(latencies):
-                engine = (after[0] - before[0]) / (after[1] - before[1])
-                break
-            await asyncio.sleep(0.25)
+        total_s = await self.engine_seconds_since(before, len(latencies))
+        engine = None if total_s is None else total_s / len(latencies)
         return LoadProbe(clients=cfg.load_clients, requests_each=cfg.load_requests_each,
                          prompt_tokens=cfg.load_prompt_tokens, output_tokens=cfg.load_output_tokens,
                          mean_client_latency_s=float(np.mean(latencies)), mean_engine_s=engine)

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from thunder.runtime.cpu_affinity import place_engine_core
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_ENV_VAR = "THUNDER_VLLM_VENV"
 DEFAULT_KV_CACHE_BYTES = 16 * 2**20  # 16k tokens of the tiny model: small enough to thrash
@@ -83,6 +85,14 @@ class VllmServerConfig:
     # the proxy and the clients need, and adds 40-130 ms per request that varies with load
     # (measured in docs/vllm-cpu.md). The single process leaves every other core free.
     single_process: bool = True
+    # A Python script run with the venv's interpreter in place of `vllm` (it must end in
+    # vLLM's CLI main), for instrumented runs: benchmarks/vllm_step_trace.py times steps.
+    launcher: Path | None = None
+    # CPUs for the engine-core process alone (the rest of the server gets the others), set
+    # once the server is healthy: on a machine shared with the proxy and the clients, the
+    # engine's steps otherwise stretch with their load (thunder/runtime/cpu_affinity.py).
+    engine_cpus: tuple[int, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()  # on top of environment()'s variables
 
     def command(self, port: int) -> list[str]:
         """The `vllm serve` argv for `port`."""
@@ -92,7 +102,8 @@ class VllmServerConfig:
                 f"no vLLM at {self.venv}/bin/vllm: run scripts/install_vllm_cpu.sh "
                 f"or set {VENV_ENV_VAR}"
             )
-        return [str(exe), "serve", str(self.model_dir), *self.serving_flags(),
+        program = [str(exe.parent / "python"), str(self.launcher)] if self.launcher else [str(exe)]
+        return [*program, "serve", str(self.model_dir), *self.serving_flags(),
                 "--host", self.host, "--port", str(port)]
 
     def serving_flags(self) -> list[str]:
@@ -116,7 +127,10 @@ class VllmServerConfig:
         """The launch as one line, for records: variables, then `vllm serve MODEL flags`
         (host, port and the local paths left out)."""
         env = " ".join(f"{k}={v}" for k, v in sorted(self.environment().items()) if k not in OFFLINE_ENV)
-        return f"{env} vllm serve MODEL {' '.join(self.serving_flags())}"
+        via = f" (launched by {self.launcher.name})" if self.launcher else ""
+        if self.engine_cpus:
+            via += f"; engine core pinned to CPU {','.join(map(str, self.engine_cpus))}"
+        return f"{env} vllm serve MODEL {' '.join(self.serving_flags())}{via}"
 
     def environment(self) -> dict[str, str]:
         """Variables the server runs with on top of the caller's environment."""
@@ -126,6 +140,7 @@ class VllmServerConfig:
             # unless this is 0; the API server still runs the engine core in its own process.
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             env["OMP_NUM_THREADS"] = "1"  # a second OpenMP thread spins on the front end's core
+        env.update(self.extra_env)
         return env
 
 
@@ -137,6 +152,7 @@ class VllmServer:
         self.port: int | None = None
         self.log_path: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self.placement: dict[str, list[int]] = {}  # process -> CPUs, when engine_cpus is set
 
     @property
     def url(self) -> str:
@@ -171,6 +187,8 @@ class VllmServer:
             )
         try:
             self._wait_healthy()
+            if self.config.engine_cpus:
+                self.placement = place_engine_core(self._proc.pid, self.config.engine_cpus)
         except BaseException:
             self.stop()
             raise

@@ -17,8 +17,8 @@ from typing import Any, Sequence, cast
 import numpy as np
 import simpy
 
-from thunder.calibration import (LinearFit, LoadProbe, Measurements, Probe, ProbeRun, fit_linear, predict,
-                                run_summary)
+from thunder.calibration import (STEP_FEATURES, LinearFit, LoadProbe, Measurements, Probe, ProbeRun, fit_linear,
+                                predict, run_summary)
 from thunder.sim.engine import Replica
 from thunder.sim.hardware import EngineSpec, StepTimeModel, profile_to_dict
 from thunder.sim.request import Request
@@ -28,24 +28,24 @@ class _FeatureClock:
     """Duck-types ``StepTimeModel``: each step lasts 1 s; its features are recorded."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[float, float, float, float, float]] = []
+        self.rows: list[tuple[float, float, float, float, float, float]] = []
 
     def step_s(self, prefill_tokens: int, prefill_attention_pairs: float, decode_seqs: int,
-               context_tokens: int) -> float:
+               context_tokens: int, joined: int = 0) -> float:
         self.rows.append((1.0, float(prefill_tokens), float(decode_seqs), float(context_tokens),
-                          float(prefill_attention_pairs)))
+                          float(prefill_attention_pairs), 1.0 if joined else 0.0))
         return 1.0
 
     def decode_run_s(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
         # Same growth as StepTimeModel.decode_run_s: each step adds one token per sequence.
         for i in range(steps):
-            self.rows.append((1.0, 0.0, float(decode_seqs), float(context_tokens + decode_seqs * i), 0.0))
+            self.rows.append((1.0, 0.0, float(decode_seqs), float(context_tokens + decode_seqs * i), 0.0, 0.0))
         return np.ones(steps)
 
 
 def probe_features(probe: Probe, geometry: EngineSpec) -> np.ndarray:
     """Per request of ``probe`` (all submitted at t=0 in send order), the sums of
-    ``STEP_FEATURES`` over the engine steps until it completes; shape (count, 5)."""
+    ``STEP_FEATURES`` over the engine steps until it completes; shape (count, 6)."""
     clock = _FeatureClock()
     spec = replace(geometry, step_time=cast(StepTimeModel, clock))
     env = simpy.Environment()
@@ -82,23 +82,56 @@ def design(runs: Sequence[ProbeRun], geometry: EngineSpec) -> tuple[np.ndarray, 
     return np.vstack(rows), np.array(latencies), names
 
 
+def engine_side(runs: Sequence[ProbeRun]) -> bool:
+    """Whether every run has the engine's own time (vLLM's request-time histograms)."""
+    return bool(runs) and all(run.engine_s is not None and run.engine_s > 0 for run in runs)
+
+
+def design_engine(runs: Sequence[ProbeRun], geometry: EngineSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One row per probe: its requests' mean feature sums, and the median over repeats of
+    their mean time in the engine (the histograms give sums per run, not per request)."""
+    grouped: dict[Probe, list[float]] = {}
+    for run in runs:
+        grouped.setdefault(run.probe, []).append(cast(float, run.engine_s))
+    rows = [probe_features(probe, geometry).mean(axis=0) for probe in grouped]
+    return np.array(rows), np.array([float(np.median(v)) for v in grouped.values()]), [p.name for p in grouped]
+
+
 def fit_engine_spec(runs: Sequence[ProbeRun], geometry: EngineSpec) -> tuple[EngineSpec, LinearFit, list[dict[str, Any]]]:
     """The fitted spec (``geometry`` with a linear step-time model), the fit, and per probe
-    the measured and predicted median latency (the residuals a reader can check)."""
-    features, latencies, names = design(runs, geometry)
-    fit = fit_linear(features, latencies, groups=names)
+    the measured and predicted median (the residuals a reader can check).
+
+    Where the engine reports its own time per request (``engine_side``) the step model is
+    fitted to that, with nothing per request outside steps: the engine's time is made of
+    steps, and a step that admits requests pays ``per_admitting_step_s``. Otherwise it is
+    fitted to client latencies with a per-request intercept (the front end), and the
+    admitting-step term is held at 0: in latencies seen from outside it is one more
+    constant per request, which the intercept cannot be told apart from."""
+    if engine_side(runs):
+        features, targets, names = design_engine(runs, geometry)
+        fit = fit_linear(features, targets, groups=names, fixed_zero=("request_overhead_s",))
+    else:
+        features, targets, names = design(runs, geometry)
+        fit = fit_linear(features, targets, groups=names, fixed_zero=("per_admitting_step_s",))
     c = fit.coefficients
-    step = StepTimeModel(overhead_s=c["overhead_s"], per_prefill_token_s=c["per_prefill_token_s"],
-                         per_decode_seq_s=c["per_decode_seq_s"], per_context_token_s=c["per_context_token_s"],
-                         per_prefill_pair_s=c["per_prefill_pair_s"])
+    step = StepTimeModel(**{name: c[name] for name in STEP_FEATURES})
     predicted = predict(c, features)
     residuals = []
     for name in dict.fromkeys(names):
         mask = np.array([n == name for n in names])
-        measured, model = float(np.median(latencies[mask])), float(np.median(predicted[mask]))
+        measured, model = float(np.median(targets[mask])), float(np.median(predicted[mask]))
         residuals.append({"probe": name, "measured_s": measured, "predicted_s": model,
                           "rel_error": (model - measured) / measured})
     return replace(geometry, step_time=step), fit, residuals
+
+
+def frontend_from_runs(runs: Sequence[ProbeRun]) -> float | None:
+    """Time outside the engine per request with the server to itself: the median over runs
+    of single-request probes of client latency minus the engine's own time (HTTP, the API
+    server's input and output processing, the hand-over to the engine core)."""
+    gaps = [float(np.mean(run.latencies_s)) - cast(float, run.engine_s) for run in runs
+            if run.probe.count == 1 and run.engine_s is not None]
+    return max(0.0, float(np.median(gaps))) if gaps else None
 
 
 def frontend_check(frontend_s: float, load: LoadProbe) -> dict[str, Any] | None:
@@ -131,22 +164,28 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
     spec, fit, residuals = fit_engine_spec(measured.runs, geometry)
     c = fit.coefficients
     load = measured.load
-    # The fit's per-request intercept is what one request costs the front end when it
-    # has it to itself; the simulator queues requests there (EngineSpec.frontend_s).
-    frontend = c["request_overhead_s"]
+    # What one request costs the front end when it has it to itself: measured outside the
+    # engine where the engine reports its own time, else the fit's per-request intercept.
+    # The simulator queues requests there (EngineSpec.frontend_s).
+    from_engine = engine_side(measured.runs)
+    outside = frontend_from_runs(measured.runs) if from_engine else None
+    frontend = outside if outside is not None else c["request_overhead_s"]
     check = frontend_check(frontend, load) if load is not None else None
     sources = {
         "engine": f"vLLM {facts.version}, model {facts.model}, max_model_len {facts.max_model_len}"
                   + (f"; {engines} identical engines measured at the same time" if engines > 1 else ""),
         "kv": f"vllm:cache_config_info: {facts.num_blocks} blocks x {facts.block_size} tokens = "
               f"{facts.capacity_tokens} tokens",
-        "step_time": f"thunder calibrate: non-negative least squares over {fit.rows} request latencies "
-                     f"({len(measured.runs)} probe runs), R^2 {fit.r2:.3f}, median |relative error| "
+        "step_time": f"thunder calibrate: non-negative least squares over "
+                     + (f"{fit.rows} probes' mean engine time per request (vLLM's queue + inference histograms)"
+                        if from_engine else f"{fit.rows} request latencies")
+                     + f" ({len(measured.runs)} probe runs), R^2 {fit.r2:.3f}, median |relative error| "
                      f"{fit.median_abs_rel_error:.1%}"
                      + (f"; outlying probes left out: {', '.join(fit.excluded)}" if fit.excluded else ""),
         "frontend": (
-            f"{frontend * 1e3:.1f} ms per request in one first-come-first-served front end: the fit's "
-            "per-request intercept"
+            f"{frontend * 1e3:.1f} ms per request in one first-come-first-served front end: "
+            + ("client latency minus the engine's own time, single requests" if outside is not None
+               else "the fit's per-request intercept")
             + (f"; under load ({load.clients} closed-loop clients finishing together) that queue predicts "
                f"{check['predicted_s'] * 1e3:.1f} ms outside the engine, measured {check['measured_s'] * 1e3:.1f} ms"
                if check is not None else "")),
@@ -162,9 +201,11 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
         "engine_version": facts.version, "model": facts.model, "max_model_len": facts.max_model_len,
         "engines_measured_together": engines,
         "serving_flags": serving_flags, "cache_config_info": facts.cache_config,
-        "fit": fit.to_dict(), "residuals": residuals, "probes": run_summary(measured.runs),
+        "fit": fit.to_dict(), "fit_target": "engine time per request" if from_engine else "client latency",
+        "residuals": residuals, "probes": run_summary(measured.runs),
         "latencies_s": [{"probe": r.probe.name, "count": r.probe.count, "prompt_tokens": r.probe.prompt_tokens,
-                         "output_tokens": r.probe.output_tokens, "latencies_s": [round(v, 5) for v in r.latencies_s]}
+                         "output_tokens": r.probe.output_tokens, "latencies_s": [round(v, 5) for v in r.latencies_s],
+                         "engine_s": None if r.engine_s is None else round(r.engine_s, 5)}
                         for r in measured.runs],
         "prefix_cache": {**asdict(prefix), "expected": prefix.expected(facts.block_size),
                          "matches_simulator": all(getattr(prefix, k) == v

@@ -269,6 +269,7 @@ class Replica:
             request.computed = hit_tokens
             request.target = target
             self._admissions += 1
+            plan.joined += 1
             request.seq = self._admissions
             self._count_admission(request, hit_tokens, now)
             self.running[request] = None
@@ -300,7 +301,7 @@ class Replica:
         if plan.explicit is None:
             decode_seqs += len(self.decoders)
             context += self.decoders.context_tokens
-        duration = self.spec.step_time.step_s(prefill_tokens, pairs, decode_seqs, context)
+        duration = self.spec.step_time.step_s(prefill_tokens, pairs, decode_seqs, context, plan.joined)
         kv_costs.charge_step(self.ledger, self.cache, entries, self.prefilling, decode_seqs, duration)
         yield self.env.timeout(duration)
         self._accounted_s = self.env.now

@@ -7,7 +7,8 @@ plus ``decode_seqs`` sequences generating one token each, reading
     overhead_s
     + per_prefill_token_s * prefill_tokens + per_decode_seq_s * decode_seqs
     + per_context_token_s * context_tokens
-    + per_prefill_pair_s * prefill_attention_pairs              (linear part)
+    + per_prefill_pair_s * prefill_attention_pairs
+    + per_admitting_step_s * (1 if the step admits a request)  (linear part)
     + max(compute_s, memory_s)                                   (roofline part)
 
 ``compute_s`` = (2 * active params * batch tokens + attention FLOPs) / usable FLOP/s,
@@ -82,6 +83,12 @@ class StepTimeModel:
     # (offset + n/2) keys each. Measured on vLLM's CPU build it dominates prompts
     # beyond ~1k tokens (thunder calibrate); 0 keeps prefill linear.
     per_prefill_pair_s: float = 0.0
+    # A step that admits requests into the running batch (new, or resumed after a
+    # preemption) costs more, mostly once per step: vLLM's model runner rebuilds its batch
+    # state. On the tiny CPU model a step admitting one request ran 2-3 ms over the rest
+    # of the model whatever its prompt or cache hit, one admitting 16 about 4-7 ms
+    # (benchmarks/engine_steps.py times every step inside vLLM).
+    per_admitting_step_s: float = 0.0
     flops_per_s: float = 0.0  # usable (peak x efficiency); 0 disables the roofline part
     bytes_per_s: float = 0.0
     model: ModelSpec | None = None
@@ -92,11 +99,13 @@ class StepTimeModel:
         return 4.0 * m.layers * m.attention_heads * m.head_dim * query_tokens * key_tokens
 
     def step_s(self, prefill_tokens: int, prefill_attention_pairs: float, decode_seqs: int,
-               context_tokens: int) -> float:
-        """``prefill_attention_pairs`` = sum over chunks of n * (offset + n/2)."""
+               context_tokens: int, joined: int = 0) -> float:
+        """``prefill_attention_pairs`` = sum over chunks of n * (offset + n/2); ``joined``
+        = requests this step admits into the running batch."""
         t = (self.overhead_s + self.per_prefill_token_s * prefill_tokens
              + self.per_decode_seq_s * decode_seqs + self.per_context_token_s * context_tokens
-             + self.per_prefill_pair_s * prefill_attention_pairs)
+             + self.per_prefill_pair_s * prefill_attention_pairs
+             + (self.per_admitting_step_s if joined else 0.0))
         if self.flops_per_s and self.model is not None:
             batch = prefill_tokens + decode_seqs
             flops = (2.0 * self.model.active_params * batch

@@ -66,6 +66,7 @@ class StepPlan:
     explicit: list[tuple[Request, int]] | None = None
     decode_blocks: int = 0  # new blocks the lazy decoders take this step
     preempted: bool = False
+    joined: int = 0  # requests admitted into the running batch by this step (new or resumed)
 
     def is_empty(self, lazy_decoders: int) -> bool:
         if self.explicit is not None:
