@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import engine_layout  # noqa: E402
 import fidelity  # noqa: E402
 from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
 from thunder.calibration import nnls  # noqa: E402
@@ -121,25 +120,6 @@ def describe_phase(steps: np.ndarray, model: StepTimeModel, window: tuple[float,
     }
 
 
-def pin_engine(server_pid: int) -> str:
-    """Give the engine-core process the last CPU to itself, and every other process of the
-    server, this one and what it starts later (proxy, replayer) the rest: does a replay's
-    front-end work slow the engine by sharing its core?"""
-    cpus = sorted(os.sched_getaffinity(0))
-    engine_cpu, others = {cpus[-1]}, set(cpus[:-1])
-    os.sched_setaffinity(0, others)
-    placed = []
-    for pid, name in engine_layout.process_group(server_pid).items():
-        target = engine_cpu if "EngineCor" in name else others
-        for thread in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                os.sched_setaffinity(int(thread.name), target)
-            except OSError:  # a thread that just ended
-                continue
-        placed.append(f"{name} -> {sorted(target)}")
-    return "; ".join(placed)
-
-
 def simulated(trace: list[Any], profile: dict[str, Any], policy: str, parallel: int, time_scale: float,
               work: Path) -> dict[str, Any]:
     """The same replay in the simulator with ``profile``: duration, engine busy time, steps."""
@@ -177,11 +157,16 @@ def main() -> int:
         trace = fidelity.write_scaled_trace(args, work / "trace.jsonl")
         model_dir = fidelity.build_model(work / "tiny-llama")
         trace_file = work / "steps.jsonl"
+        cpus = sorted(os.sched_getaffinity(0))
+        engine_cpus = tuple(cpus[-1:]) if args.pin_engine else ()
+        if engine_cpus:  # this process, and the proxy and replayer it starts, keep off the engine's CPU
+            os.sched_setaffinity(0, set(cpus[:-1]) or set(cpus))
         config = VllmServerConfig(model_dir=model_dir, served_model_name="tiny-llama", log_path=work / "vllm.log",
-                                  launcher=LAUNCHER, extra_env=(("THUNDER_STEP_TRACE", str(trace_file)),))
+                                  launcher=LAUNCHER, extra_env=(("THUNDER_STEP_TRACE", str(trace_file)),),
+                                  engine_cpus=engine_cpus)
         with VllmServer(config) as server:
             urls = [server.url]
-            pinned = pin_engine(server.pid) if args.pin_engine else "not pinned"
+            pinned = "; ".join(f"{k} -> {v}" for k, v in server.placement.items()) or "not pinned"
             print(f"  affinity: {pinned}", file=sys.stderr)
 
             def phase(name: str, run: Any) -> Any:

@@ -183,10 +183,11 @@ def calibrate_command(
     output.write_text(json.dumps(profile, indent=2) + "\n")
     cal, step = profile["calibration"], profile["step_time"]
     typer.echo(f"vLLM {cal['engine_version']}, {profile['num_blocks']} x {profile['block_size']}-token KV blocks; "
-               f"{cal['fit']['rows']} requests in {cal['duration_s']:.0f} s")
+               f"{len(cal['latencies_s'])} probe runs in {cal['duration_s']:.0f} s, fitted to {cal['fit_target']}")
     typer.echo(f"  step = {step['overhead_s'] * 1e3:.3f} ms + {step['per_prefill_token_s'] * 1e6:.3f} us/prefill token"
                f" + {step['per_decode_seq_s'] * 1e6:.2f} us/decoding seq + {step['per_context_token_s'] * 1e9:.3f} "
-               f"ns/context token + {step['per_prefill_pair_s'] * 1e9:.3f} ns/prefill attention pair; "
+               f"ns/context token + {step['per_prefill_pair_s'] * 1e9:.3f} ns/prefill attention pair"
+               f" + {step.get('per_admitting_step_s', 0.0) * 1e3:.2f} ms if the step admits a request; "
                f"front end {profile['frontend_s'] * 1e3:.1f} ms per request")
     check = cal["frontend_check"]
     if check is not None:

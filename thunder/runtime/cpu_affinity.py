@@ -1,11 +1,12 @@
 """Give a vLLM engine core CPUs of its own (Linux).
 
 On a small CPU machine the engine core shares cores with its API server, the proxy and the
-clients; whatever the scheduler puts beside it stretches its steps. Measured with
-``benchmarks/engine_steps.py`` (every step timed inside vLLM): unpinned, a replay's steps ran
-0-20% longer than the calibration's step model predicts, pinned they did not
-(docs/vllm-cpu.md). Affinity is per thread, so every thread of a process is placed; threads
-started later inherit their creator's.
+clients, and whatever the kernel schedules beside it stretches its steps. Pinning it keeps
+those apart. On the two-core development machine it made no difference larger than the
+run-to-run noise (``benchmarks/engine_steps.py --pin-engine``, every step timed inside vLLM:
+replay steps at 0.94-1.06x the calibrated step model pinned, 0.83-1.20x unpinned, four runs),
+so it is off by default. Affinity is per thread, so every thread of a process is placed;
+threads started later inherit their creator's.
 """
 
 from __future__ import annotations

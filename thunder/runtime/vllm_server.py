@@ -89,8 +89,8 @@ class VllmServerConfig:
     # vLLM's CLI main), for instrumented runs: benchmarks/vllm_step_trace.py times steps.
     launcher: Path | None = None
     # CPUs for the engine-core process alone (the rest of the server gets the others), set
-    # once the server is healthy: on a machine shared with the proxy and the clients, the
-    # engine's steps otherwise stretch with their load (thunder/runtime/cpu_affinity.py).
+    # once the server is healthy: keeps the proxy and the clients off the engine's core on
+    # a shared machine (thunder/runtime/cpu_affinity.py).
     engine_cpus: tuple[int, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()  # on top of environment()'s variables
 
