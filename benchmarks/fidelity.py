@@ -64,7 +64,8 @@ from thunder.sim.experiment import CellSpec, run_cell  # noqa: E402
 from thunder.trace import TraceProgram, load_trace, write_trace  # noqa: E402
 from thunder.trace_scale import scale_trace  # noqa: E402
 
-METRICS = ("steps_per_min", "kv_hit_rate", "mean_step_latency_s", "p95_step_latency_s", "pauses")
+METRICS = ("steps_per_min", "steady_steps_per_min", "kv_hit_rate", "mean_step_latency_s", "p95_step_latency_s",
+           "pauses")
 COMPARED = METRICS + ("engine_preemptions", "engine_s_per_request", "outside_vllm_s_per_request")
 TABLE_START, TABLE_END = "<!-- fidelity-table:start -->", "<!-- fidelity-table:end -->"
 MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS = 2048, 128  # vLLM 0.32's OpenAI-server defaults on CPU
@@ -154,6 +155,20 @@ class Proxy:
         return counts
 
 
+def steady_steps_per_min(steps: Any, parallel: int) -> float | None:
+    """Steps per minute while ``parallel`` programs are running, i.e. until the run starts to
+    drain: from the start to the completion that leaves fewer unfinished programs than
+    ``parallel``. Whole-run steps/min also counts the drain, where the last one or two
+    programs run alone through their remaining steps and tool calls; how long that takes
+    hangs on which program a policy happened to delay, and moves by 20% or more when the
+    engine's speed changes by a few percent (docs/fidelity.md, section 3)."""
+    if steps is None or len(steps) == 0:
+        return None
+    finished = sorted(steps.groupby("program_id")["done_s"].max())
+    window = finished[max(0, len(finished) - parallel)]  # the (P - n + 1)-th completion
+    return float((steps["done_s"] <= window).sum() / window * 60.0) if window > 0 else None
+
+
 def preemptions(backends: list[str]) -> float:
     return sum(metrics_value(url, "vllm:num_preemptions_total") for url in backends)
 
@@ -177,6 +192,7 @@ def live_cell(backends: list[str], trace: list[TraceProgram], policy: str, paral
     engine_after = engine_seconds(backends)
     tables = build_tables(result.steps, result.programs, [], [])
     summary = summarize(tables, None, result.duration_s, policy=policy, parallel=parallel)
+    summary["steady_steps_per_min"] = steady_steps_per_min(tables.steps, parallel)
     served = engine_after[2] - engine_before[2]
     summary["engine_s_per_request"] = (engine_after[0] - engine_before[0]) / served if served else None
     # Where a live request's time goes: the client's latency minus vLLM's e2e is HTTP,
@@ -198,6 +214,7 @@ def sim_cell(trace_path: Path, profile_path: Path, backends: int, policy: str, p
     assert tables is not None
     steps = tables.steps
     summary["engine_preemptions"] = summary["preemptions"]
+    summary["steady_steps_per_min"] = steady_steps_per_min(steps, parallel)
     # As vLLM counts it: from reaching the engine to the last token.
     summary["engine_s_per_request"] = float((steps["done_s"] - steps["engine_arrival_s"]).mean())
     return summary
@@ -249,10 +266,11 @@ def markdown_table(result: dict[str, Any]) -> str:
              f"calibrated before every round of live runs and after the last, with as many engines at once as "
              f"the cell has backends (R^2 {fits}; front end ms per request {overheads}), median. "
              "Error = (sim - live) / live.", "",
-             "| backends | policy | parallel | steps/min sim / live (err) | sim, engine only | KV hit rate sim / live (err) | "
+             "| backends | policy | parallel | steps/min sim / live (err) | steady steps/min sim / live (err) | "
+             "sim, engine only | KV hit rate sim / live (err) | "
              "mean step latency s sim / live (err) | p95 step latency s sim / live (err) | pauses sim / live | "
              "vLLM preemptions sim / live | engine s per request sim / live (err) | live s outside vLLM per request |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cell(entry: dict[str, Any], metric: str, fmt: str) -> str:
         c = entry[metric]
@@ -264,6 +282,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     for e in result["comparison"]:
         outside = e["outside_vllm_s_per_request"]["live"]
         lines.append(f"| {e['backends']} | {e['policy']} | {e['parallel']} | {cell(e, 'steps_per_min', '.0f')} | "
+                     f"{cell(e, 'steady_steps_per_min', '.0f')} | "
                      f"{e['sim_engine_only']['steps_per_min']:.0f} | {cell(e, 'kv_hit_rate', '.3f')} | "
                      f"{cell(e, 'mean_step_latency_s', '.3f')} | {cell(e, 'p95_step_latency_s', '.3f')} | "
                      f"{e['pauses']['sim']:.0f} / {e['pauses']['live']:.0f} | "
@@ -271,7 +290,9 @@ def markdown_table(result: dict[str, Any]) -> str:
                      f"{cell(e, 'engine_s_per_request', '.3f')} | "
                      f"{'n/a' if outside is None else f'{outside:.3f}'} |")
     lines += ["", "Live self-agreement, spread of the runs of each cell ((max - min) / median): " + "; ".join(
-        f"{a['policy']} x{a['parallel']} on {a['backends']}: steps/min {a['steps_per_min']:.0%}, hit rate {a['kv_hit_rate']:.0%}"
+        f"{a['policy']} x{a['parallel']} on {a['backends']}: steps/min {a['steps_per_min']:.0%}"
+        + (f" (steady {a['steady_steps_per_min']:.0%})" if a.get("steady_steps_per_min") is not None else "")
+        + f", hit rate {a['kv_hit_rate']:.0%}"
         for a in result["self_agreement"])]
     lines += ["", "Speedup over " + (result["speedup"][0]["baseline"] if result.get("speedup") else "the baseline")
               + ", paired (live: within a round; sim: within a calibration), median, sim / live: " + "; ".join(
@@ -381,7 +402,8 @@ def summarize_grid(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict
         if len(runs) > 1:
             agreement.append({**key, **{
                 m: (max(r[m] for r in runs) - min(r[m] for r in runs)) / statistics.median(r[m] for r in runs)
-                for m in ("steps_per_min", "kv_hit_rate", "mean_step_latency_s")}})
+                for m in ("steps_per_min", "steady_steps_per_min", "kv_hit_rate", "mean_step_latency_s")
+                if all(r.get(m) is not None for r in runs)}})
     for b, n in dict.fromkeys((b, n) for b, _, n in plan):
         got = {e["policy"]: e["steps_per_min"] for e in comparison if (e["backends"], e["parallel"]) == (b, n)}
         if len(got) > 1:
