@@ -17,9 +17,13 @@ calibration. Per phase it reports:
 - the time between a step and the next when requests were still unfinished (engine-side
   input/output handling the step model does not charge), per step and in total;
 - a step model fitted to the phase's own steps (non-negative least squares), to show which
-  term moves.
+  term moves;
+- for a replay, the same replay simulated with each calibration's profile: duration, engine
+  busy time and steps, against the live window and busy time.
 
-Prints JSON; ``--out`` keeps it.
+``--pin-engine`` gives the engine core the last CPU to itself (``VllmServerConfig.engine_cpus``)
+and keeps this process, the proxy and the replayer off it. ``--keep-steps FILE`` keeps the step
+log (and the phase windows beside it) for a closer look. Prints JSON; ``--out`` keeps it.
 """
 
 from __future__ import annotations
