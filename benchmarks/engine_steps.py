@@ -163,14 +163,14 @@ def main() -> int:
         trace_file = work / "steps.jsonl"
         cpus = sorted(os.sched_getaffinity(0))
         engine_cpus = tuple(cpus[-1:]) if args.pin_engine else ()
-        if engine_cpus:  # this process, and the proxy and replayer it starts, keep off the engine's CPU
-            os.sched_setaffinity(0, set(cpus[:-1]) or set(cpus))
         config = VllmServerConfig(model_dir=model_dir, served_model_name="tiny-llama", log_path=work / "vllm.log",
                                   launcher=LAUNCHER, extra_env=(("THUNDER_STEP_TRACE", str(trace_file)),),
                                   engine_cpus=engine_cpus)
         with VllmServer(config) as server:
             urls = [server.url]
             pinned = "; ".join(f"{k} -> {v}" for k, v in server.placement.items()) or "not pinned"
+            if engine_cpus:  # this process, and the proxy and replayer it starts, keep off the engine's CPU
+                os.sched_setaffinity(0, set(cpus[:-1]) or set(cpus))
             print(f"  affinity: {pinned}", file=sys.stderr)
 
             def phase(name: str, run: Any) -> Any:

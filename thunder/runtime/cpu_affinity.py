@@ -51,10 +51,10 @@ def pin_process(pid: int, cpus: Iterable[int], proc: Path = Path("/proc")) -> in
 def place_engine_core(pgid: int, engine_cpus: Iterable[int]) -> dict[str, list[int]]:
     """Pin the engine-core process of the vLLM server led by ``pgid`` to ``engine_cpus`` and
     the group's other processes (API server, helpers) to the CPUs left; returns name -> CPUs.
-    Raises ``ValueError`` for CPUs this process may not use, ``LookupError`` when the group has
+    Raises ``ValueError`` for CPUs the server may not use, ``LookupError`` when the group has
     no engine core (a layout this does not know)."""
     engine = set(engine_cpus)
-    usable = os.sched_getaffinity(0)
+    usable = os.sched_getaffinity(pgid)  # what the server was started with
     if not engine or not engine <= usable:
         raise ValueError(f"engine CPUs {sorted(engine)} are not a non-empty subset of {sorted(usable)}")
     rest = usable - engine or usable  # one CPU in all: nothing to keep off it
