@@ -441,8 +441,50 @@ def speedups(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict[str, 
     return out
 
 
-def resummarize(out: Path, doc: Path) -> int:
+def simulate_all(profiles: list[dict[str, Any]], plan: list[Cell], trace_path: Path, time_scale: float,
+                 work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every cell with every profile of as many engines as it has backends: the model as
+    calibrated, and the engine alone (no front end)."""
+    sims, bare = [], []
+    for index, profile in enumerate(profiles):
+        path, bare_path = work / f"profile-{index}.json", work / f"profile-{index}-bare.json"
+        path.write_text(json.dumps(profile))
+        bare_path.write_text(json.dumps({**profile, "request_overhead_s": 0.0, "frontend_s": 0.0}))
+        for b, policy, n in plan:
+            if b != profile["engines"]:
+                continue
+            key = {"backends": b, "policy": policy, "parallel": n, "profile": profile["name"]}
+            sims.append({**key, **pick(sim_cell(trace_path, path, b, policy, n, time_scale))})
+            bare.append({**key, **pick(sim_cell(trace_path, bare_path, b, policy, n, time_scale))})
+    return sims, bare
+
+
+def resimulate(out: Path, doc: Path) -> int:
+    """The simulated side of ``out``'s runs again, with the simulator as it is now and the
+    profiles calibrated then (the live side is kept): seconds instead of the live runs'
+    quarter of an hour, after a change to the simulator."""
     result = json.loads(out.read_text())
+    setup = result["setup"]
+    plan: list[Cell] = [(b, policy, n) for b in setup["backends"] for n in setup["parallel"]
+                        for policy in setup["policies"]]
+    trace_args = argparse.Namespace(trace=ROOT / setup.get("trace", "traces/swebench.jsonl"),
+                                    programs=setup["programs"], steps=setup["steps"],
+                                    token_scale=setup["token_scale"])
+    profiles = [{**result["profile"], **{k: c[k] for k in ("name", "engines", "step_time", "request_overhead_s",
+                                                          "frontend_s", "admit_full_prompt")}}
+                for c in result["calibrations"]]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="thunder-fidelity-") as tmp:
+        trace_path = Path(tmp) / "trace.jsonl"
+        write_scaled_trace(trace_args, trace_path)
+        result["sim"], result["sim_engine_only"] = simulate_all(profiles, plan, trace_path, setup["time_scale"],
+                                                                Path(tmp))
+    result["timing_s"]["sim"] = time.perf_counter() - started
+    return resummarize(out, doc, result)
+
+
+def resummarize(out: Path, doc: Path, result: dict[str, Any] | None = None) -> int:
+    result = result if result is not None else json.loads(out.read_text())
     setup = result["setup"]
     plan: list[Cell] = [(b, policy, n) for b in setup["backends"] for n in setup["parallel"]
                         for policy in setup["policies"]]
@@ -468,11 +510,16 @@ def main() -> int:
     parser.add_argument("--cell-timeout-s", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "fidelity.md")
+    parser.add_argument("--resimulate", action="store_true",
+                        help="run no live replay: simulate --out's cells again with its stored profiles and the "
+                             "current simulator, then rewrite --out and --doc's table")
     parser.add_argument("--resummarize", action="store_true",
                         help="run nothing: recompute the comparison of --out's runs and rewrite it and --doc's table")
     args = parser.parse_args()
     if args.resummarize:
         return resummarize(args.out, args.doc)
+    if args.resimulate:
+        return resimulate(args.out, args.doc)
     started = time.perf_counter()
     timing = {"vllm_start": 0.0, "calibrate": 0.0, "live": 0.0, "sim": 0.0}
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -524,17 +571,7 @@ def main() -> int:
         timing["live"] = time.perf_counter() - t0 - timing["calibrate"]
         servers.close()
         t0 = time.perf_counter()
-        sims, bare = [], []
-        for index, profile in enumerate(profiles):
-            path, bare_path = work / f"profile-{index}.json", work / f"profile-{index}-bare.json"
-            path.write_text(json.dumps(profile))
-            bare_path.write_text(json.dumps({**profile, "request_overhead_s": 0.0, "frontend_s": 0.0}))
-            for b, policy, n in plan:
-                if b != profile["engines"]:
-                    continue
-                key = {"backends": b, "policy": policy, "parallel": n, "profile": profile["name"]}
-                sims.append({**key, **pick(sim_cell(trace_path, path, b, policy, n, args.time_scale))})
-                bare.append({**key, **pick(sim_cell(trace_path, bare_path, b, policy, n, args.time_scale))})
+        sims, bare = simulate_all(profiles, plan, trace_path, args.time_scale, work)
         timing["sim"] = time.perf_counter() - t0
     timing["total"] = time.perf_counter() - started
 
@@ -543,7 +580,8 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), no GPU",
         "engine_version": profiles[0]["calibration"]["engine_version"],
         "capacity_tokens": profiles[0]["num_blocks"] * profiles[0]["block_size"],
-        "setup": {"programs": args.programs, "steps": args.steps, "token_scale": args.token_scale,
+        "setup": {"trace": str(args.trace.resolve().relative_to(ROOT)) if args.trace.resolve().is_relative_to(ROOT)
+                  else str(args.trace), "programs": args.programs, "steps": args.steps, "token_scale": args.token_scale,
                   "time_scale": args.time_scale, "parallel": levels, "policies": policies, "backends": counts,
                   "repeats": args.repeats, "calibration_repeats": args.calibration_repeats,
                   "max_context_tokens": max(s.prompt_tokens + s.output_tokens for p in trace for s in p.steps),

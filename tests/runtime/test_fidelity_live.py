@@ -44,3 +44,13 @@ def test_fidelity_harness_runs_end_to_end(vllm_backend: VllmBackend, tmp_path) -
     text = doc.read_text()
     assert text.startswith("# Fidelity\n\nProse kept as it is.\n")
     assert "| 1 | vllm | 2 |" in text and "| 1 | thunder | 2 |" in text
+    assert result["calibrations"][0]["step_time"]["per_admitting_step_s"] >= 0  # fitted to vLLM's engine time
+    assert all("steady_steps_per_min" in run for run in result["live"] + result["sim"])
+
+    # The simulated side again from the stored profiles, no vLLM needed: the same numbers.
+    again = subprocess.run([sys.executable, str(BENCHMARK), "--resimulate", "--out", str(out), "--doc", str(doc)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    redone = json.loads(out.read_text())
+    assert [r["steps_per_min"] for r in redone["sim"]] == [r["steps_per_min"] for r in result["sim"]]
+    assert redone["live"] == result["live"]
