@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fidelity  # noqa: E402
 from thunder.metrics import build_tables, summarize  # noqa: E402
+from thunder.runtime.cpu_affinity import process_group  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
 
@@ -43,11 +43,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_group(pgid: int) -> dict[int, str]:
-    out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
-    return {int(p): open(f"/proc/{p}/comm").read().strip() for p in out if Path(f"/proc/{p}").exists()}
 
 
 def machine_busy() -> tuple[int, int]:

@@ -441,6 +441,11 @@ def speedups(plan: list[Cell], live: list[dict[str, Any]], sims: list[dict[str, 
     return out
 
 
+def plan_of(backends: list[int], levels: list[int], policies: list[str]) -> list[Cell]:
+    """The cells in run order: by backend count, then parallel level, then policy."""
+    return [(b, policy, n) for b in backends for n in levels for policy in policies]
+
+
 def simulate_all(profiles: list[dict[str, Any]], plan: list[Cell], trace_path: Path, time_scale: float,
                  work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every cell with every profile of as many engines as it has backends: the model as
@@ -465,8 +470,7 @@ def resimulate(out: Path, doc: Path) -> int:
     quarter of an hour, after a change to the simulator."""
     result = json.loads(out.read_text())
     setup = result["setup"]
-    plan: list[Cell] = [(b, policy, n) for b in setup["backends"] for n in setup["parallel"]
-                        for policy in setup["policies"]]
+    plan = plan_of(setup["backends"], setup["parallel"], setup["policies"])
     trace_args = argparse.Namespace(trace=ROOT / setup.get("trace", "traces/swebench.jsonl"),
                                     programs=setup["programs"], steps=setup["steps"],
                                     token_scale=setup["token_scale"])
@@ -486,8 +490,7 @@ def resimulate(out: Path, doc: Path) -> int:
 def resummarize(out: Path, doc: Path, result: dict[str, Any] | None = None) -> int:
     result = result if result is not None else json.loads(out.read_text())
     setup = result["setup"]
-    plan: list[Cell] = [(b, policy, n) for b in setup["backends"] for n in setup["parallel"]
-                        for policy in setup["policies"]]
+    plan = plan_of(setup["backends"], setup["parallel"], setup["policies"])
     result.update(summarize_grid(plan, result["live"], result["sim"], result["sim_engine_only"]))
     out.write_text(json.dumps(result, indent=2) + "\n")
     write_doc(doc, markdown_table(result))
@@ -525,7 +528,7 @@ def main() -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     levels = [int(v) for v in args.parallel.split(",") if v.strip()]
     counts = [int(v) for v in args.backends.split(",") if v.strip()]
-    plan: list[Cell] = [(b, policy, n) for b in counts for n in levels for policy in policies]
+    plan = plan_of(counts, levels, policies)
 
     with tempfile.TemporaryDirectory(prefix="thunder-fidelity-") as tmp, contextlib.ExitStack() as servers:
         work = Path(tmp)
