@@ -502,7 +502,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_trace_arguments(parser)
     parser.add_argument("--parallel", default="8,16")
-    parser.add_argument("--policies", default="vllm,thunder")
+    parser.add_argument("--policies", default="vllm,thunder-paper")
     parser.add_argument("--backends", default="1,2", help="vLLM servers behind the proxy, one or more counts")
     parser.add_argument("--endpoints", default=None,
                         help="running vLLM servers to use (comma-separated URLs, the tiny model's settings) "

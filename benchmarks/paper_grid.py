@@ -39,7 +39,7 @@ WORKLOADS = {
     "routing": ("traces/routing.jsonl", "rtx5090-qwen3-8b"),
     "science": ("traces/science.jsonl", "paper-8xh100-glm46"),
 }
-POLICIES = ("vllm", "continuum", "autellix", "thunder")
+POLICIES = ("vllm", "continuum", "autellix", "thunder-paper", "thunder")
 PARALLEL = (24, 48, 72, 96, 120, 144)
 SEEDS = (0, 1, 2)
 

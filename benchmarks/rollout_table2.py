@@ -31,7 +31,7 @@ from thunder.sweep import mean_over_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = {"mini-SWE-agent": "traces/swebench.jsonl", "OpenHands-like (science)": "traces/science.jsonl"}
-POLICIES = ["gateway", "vllm", "power-of-two", "continuum", "autellix", "thunder"]
+POLICIES = ["gateway", "vllm", "power-of-two", "continuum", "autellix", "thunder-paper", "thunder"]
 PAPER = {"mini-SWE-agent": (375.4, 671.8), "OpenHands-like (science)": (69.1, 270.8)}  # gateway, thunder
 
 

@@ -19,6 +19,13 @@ from thunder.policies.base import Policy
 from thunder.program import BackendId, Phase, Program, ProgramId, Status
 
 
+def checks_before_dispatch(policy: Policy) -> bool:
+    """Whether the policy wants its control step run before a ready request is routed,
+    with the request's new prompt counted (``DefaultThunderPolicy``); otherwise the
+    request is routed first and the step runs after (the paper's order)."""
+    return bool(getattr(policy, "checks_before_dispatch", False))
+
+
 class ProgramState(Protocol):
     """The mechanism-side counters every program keeps, in either world."""
 

@@ -35,6 +35,9 @@ class Program:
     began (for an acting program, when its tool started: t in f(t) = x^-t).
     ``steps_done == 0`` marks a new program that has never run.
     ``waiting`` is true when a request is ready and held by the mechanism.
+    ``max_output_tokens`` is the ready or in-flight request's ``max_tokens``
+    (None if the client set none); ``group_id`` names the rollout group the
+    program belongs to, if any.
     """
 
     program_id: ProgramId
@@ -53,6 +56,11 @@ class Program:
     tool_envs: tuple[str, ...] = ()
     pinned_until_s: float | None = None
     paused_since_s: float | None = None
+    # What the mechanism knows of the request in flight or ready: the client's
+    # ``max_tokens`` (None: not given). A policy may reserve KV for decode growth by it.
+    max_output_tokens: int | None = None
+    last_output_tokens: int | None = None  # tokens its last completed request generated (usage)
+    group_id: str | None = None  # a rollout group (e.g. one GRPO prompt's samples); None: none
 
     @property
     def is_new(self) -> bool:

@@ -68,6 +68,27 @@ def rollout_metrics(tables: RunTables, threshold: float = IMBALANCE_THRESHOLD) -
         "imbalance_mean": float(imbalance.mean()) if len(imbalance) else 0.0,
         "imbalance_above_s": time_above(imbalance, threshold),
         "imbalance_threshold": threshold,
+        **group_metrics(programs),
+    }
+
+
+def group_metrics(programs: pd.DataFrame) -> dict[str, Any]:
+    """Per rollout group (``group_id``): makespan, from the group's first program start
+    to its last program's end, and the straggler wait, from its first program's end to
+    its last's (what a GRPO update waits for). Empty without groups."""
+    if programs.empty or "group_id" not in programs or programs["group_id"].isna().all():
+        return {}
+    grouped = programs.dropna(subset=["group_id"]).groupby("group_id")
+    start = grouped["started_s"].min().fillna(grouped["arrived_s"].min())
+    makespan = grouped["finished_s"].max() - start
+    wait = grouped["finished_s"].max() - grouped["finished_s"].min()
+    return {
+        "groups": int(len(makespan)),
+        "group_makespan_mean_s": float(makespan.mean()),
+        "group_makespan_p50_s": float(makespan.median()),
+        "group_makespan_max_s": float(makespan.max()),
+        "group_straggler_wait_mean_s": float(wait.mean()),
+        "group_straggler_wait_max_s": float(wait.max()),
     }
 
 
@@ -76,11 +97,16 @@ def format_rollout(summary: dict[str, Any]) -> str:
     makespan = summary["makespan_s"]
     above = summary["imbalance_above_s"]
     share = above / makespan if makespan > 0 else 0.0
-    return "\n".join([
+    lines = [
         f"  rollout         {summary['rollout_programs']} programs, makespan {makespan:.0f} s "
         f"({makespan / 60:.1f} min), {summary['batch_steps_per_min']:.1f} steps/min over the batch",
         f"  stragglers      median program done at {summary['median_finish_s']:.0f} s; "
         f"90th percentile to last: {summary['straggler_tail_s']:.0f} s",
         f"  imbalance       peak {summary['imbalance_peak']:.3f}  mean {summary['imbalance_mean']:.3f}  "
         f"above {summary['imbalance_threshold']:.0%} for {above:.0f} s ({share:.0%} of the makespan)",
-    ])
+    ]
+    if "groups" in summary:
+        lines.append(f"  groups          {summary['groups']}: makespan mean {summary['group_makespan_mean_s']:.0f} s, "
+                     f"max {summary['group_makespan_max_s']:.0f} s; straggler wait mean "
+                     f"{summary['group_straggler_wait_mean_s']:.0f} s, max {summary['group_straggler_wait_max_s']:.0f} s")
+    return "\n".join(lines)

@@ -68,6 +68,7 @@ class TraceStep:
     tool: str | None = None
     tool_s: float | None = None
     context_reset: bool = False
+    max_tokens: int | None = None  # the call's output cap (the client's max_tokens), if recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class TraceProgram:
     env: EnvSpec | None = None
     shared_prefix_tokens: int = 0
     shared_prefix_id: str | None = None
+    group_id: str | None = None  # programs of one rollout group (e.g. GRPO samples of one prompt)
 
     @property
     def total_output_tokens(self) -> int:
@@ -194,6 +196,9 @@ def _parse_step(check: _Checker, raw: Any, index: int, shared_prefix_tokens: int
                 prefix + "prompt_tokens",
                 f"must be >= previous prompt_tokens + output_tokens ({prompt} < "
                 f"{previous.prompt_tokens}+{previous.output_tokens}) unless context_reset is true")
+    max_tokens = check.integer(raw, "max_tokens", prefix, required=False)
+    if max_tokens is not None and max_tokens < output:
+        raise check.fail(prefix + "max_tokens", f"must be >= output_tokens ({max_tokens} < {output})")
     tool = raw.get("tool")
     if tool is not None and not isinstance(tool, str):
         raise check.fail(prefix + "tool", f"must be a string or null, got {tool!r}")
@@ -205,6 +210,7 @@ def _parse_step(check: _Checker, raw: Any, index: int, shared_prefix_tokens: int
         tool=tool,
         tool_s=check.number(raw, "tool_s", prefix),
         context_reset=reset,
+        max_tokens=max_tokens,
     )
 
 
@@ -243,6 +249,7 @@ def parse_program(obj: dict[str, Any], path: str, line: int,
         env=_parse_env(check, obj.get("env")),
         shared_prefix_tokens=shared_tokens,
         shared_prefix_id=shared_id,
+        group_id=check.string(obj, "group_id", required=False),
     )
 
 

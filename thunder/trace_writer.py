@@ -17,7 +17,7 @@ def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if v is not None and v != {}}
 
 
-_OPTIONAL_STEP_FIELDS = ("cached_tokens", "llm_latency_s", "tool", "tool_s")
+_OPTIONAL_STEP_FIELDS = ("cached_tokens", "llm_latency_s", "tool", "tool_s", "max_tokens")
 
 
 def step_to_dict(step: TraceStep) -> dict[str, Any]:
@@ -44,6 +44,8 @@ def program_to_dict(program: TraceProgram) -> dict[str, Any]:
     if program.shared_prefix_tokens:
         out["shared_prefix_tokens"] = program.shared_prefix_tokens
         out["shared_prefix_id"] = program.shared_prefix_id
+    if program.group_id is not None:
+        out["group_id"] = program.group_id
     out["steps"] = [step_to_dict(s) for s in program.steps]
     return out
 

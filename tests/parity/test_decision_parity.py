@@ -66,7 +66,7 @@ def engine_spec() -> EngineSpec:
 def policy(decay_base: float):  # type: ignore[no-untyped-def]
     # lambda 0.8 leaves room for the tokens decoding adds, so the simulated engine never
     # preempts (the live stand-in has no KV model and could not follow it there).
-    return make_policy("thunder", interval_s=INTERVAL_S, decay_base=decay_base, lambda_max=0.8, lambda_min=0.8)
+    return make_policy("thunder-paper", interval_s=INTERVAL_S, decay_base=decay_base, lambda_max=0.8, lambda_min=0.8)
 
 
 def simulated(decay_base: float) -> tuple[list[tuple[float, str, str, int | None]], int]:

@@ -9,7 +9,8 @@ from thunder.policies.registry import POLICIES
 
 
 def test_every_named_policy_builds_with_defaults():
-    assert policy_names() == ["autellix", "continuum", "gateway", "power-of-two", "thunder", "vllm"]
+    assert policy_names() == ["autellix", "continuum", "gateway", "power-of-two", "thunder", "thunder-paper",
+                              "vllm"]
     for name in policy_names():
         policy = make_policy(name)
         assert policy.name == name
@@ -17,7 +18,8 @@ def test_every_named_policy_builds_with_defaults():
 
 
 def test_options_reach_the_config():
-    assert make_policy("thunder", decay_base=4.0, placement="most-free").config.placement == "most-free"
+    assert make_policy("thunder-paper", decay_base=4.0, placement="most-free").config.placement == "most-free"
+    assert make_policy("thunder", aging_s=30.0).config.aging_s == 30.0
 
 
 def test_each_call_gives_a_fresh_policy():
@@ -31,14 +33,17 @@ def test_unknown_policy_lists_the_known_names():
 
 def test_unknown_option_is_named():
     with pytest.raises(ValueError, match="no option\\(s\\) 'decay'.*decay_base"):
-        make_policy("thunder", decay=2)
+        make_policy("thunder-paper", decay=2)
 
 
 @pytest.mark.parametrize("name, options", [
     ("vllm", {"routing": "random"}),
-    ("thunder", {"placement": "worst-fit"}),
-    ("thunder", {"lambda_min": 1.2, "lambda_max": 1.0}),
-    ("thunder", {"decay_base": 0.5}),
+    ("thunder-paper", {"placement": "worst-fit"}),
+    ("thunder-paper", {"lambda_min": 1.2, "lambda_max": 1.0}),
+    ("thunder-paper", {"decay_base": 0.5}),
+    ("thunder", {"pause_rule": "longest-first"}),
+    ("thunder", {"reserve_quantile": 1.5}),
+    ("thunder", {"aging_s": 0.0}),
     ("continuum", {"quantile": 0.0}),
 ])
 def test_bad_option_values_are_rejected(name, options):

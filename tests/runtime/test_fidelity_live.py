@@ -33,7 +33,7 @@ def test_fidelity_harness_runs_end_to_end(vllm_backend: VllmBackend, tmp_path) -
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert [(e["backends"], e["policy"], e["parallel"]) for e in result["comparison"]] == [
-        (1, "vllm", 2), (1, "thunder", 2)]
+        (1, "vllm", 2), (1, "thunder-paper", 2)]
     for entry in result["comparison"]:
         for metric in ("steps_per_min", "kv_hit_rate", "mean_step_latency_s", "engine_s_per_request"):
             assert entry[metric]["sim"] > 0 and entry[metric]["live"] > 0, (metric, entry[metric])

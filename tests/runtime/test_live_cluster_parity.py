@@ -65,14 +65,14 @@ def _programs(view):
 
 
 def simulated(programs, replicas, num_blocks, options):
-    policy = Recorder(make_policy("thunder", interval_s=INTERVAL_S, **options))
+    policy = Recorder(make_policy("thunder-paper", interval_s=INTERVAL_S, **options))
     outcome = simulate(programs, policy, engine(num_blocks), SimConfig(parallel=len(programs), replicas=replicas))
     return outcome, policy
 
 
 def replayed(outcome, sim_policy, programs, replicas, options):
     clock = [0.0]
-    policy = Recorder(make_policy("thunder", interval_s=INTERVAL_S, **options))
+    policy = Recorder(make_policy("thunder-paper", interval_s=INTERVAL_S, **options))
     spec = outcome.spec
     backends = [BackendState(f"fake://{i}", True, spec.num_blocks * spec.block_size, spec.block_size)
                 for i in range(replicas)]

@@ -42,10 +42,10 @@ def check(live: LiveCluster, tickets: list) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(policy=st.sampled_from(["thunder", "vllm", "continuum"]), steps=ops)
+@given(policy=st.sampled_from(["thunder-paper", "thunder", "vllm", "continuum"]), steps=ops)
 def test_books_stay_consistent(policy, steps):
     clock = [0.0]
-    options = {"decay_base": 1.0} if policy == "thunder" else {}
+    options = {"decay_base": 1.0} if policy == "thunder-paper" else {}
     backends = [BackendState("b0", True, 1200, 16), BackendState("b1", True, 800, 16)]
     live = LiveCluster(make_policy(policy, **options), backends, clock=lambda: clock[0])
     tickets: list = []

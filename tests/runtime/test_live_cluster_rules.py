@@ -10,7 +10,7 @@ from thunder.runtime.live_cluster import LiveCluster
 from thunder.runtime.state import NO_BACKEND, BackendState, TicketState, Usage
 
 
-def cluster(policy="thunder", capacities=(1000,), **options):
+def cluster(policy="thunder-paper", capacities=(1000,), **options):
     clock = [0.0]
     backends = [BackendState(f"b{i}", True, c, 16) for i, c in enumerate(capacities)]
     live = LiveCluster(make_policy(policy, **options), backends, clock=lambda: clock[0])

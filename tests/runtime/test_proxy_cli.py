@@ -25,7 +25,7 @@ def test_serve_command_proxies_and_exports_on_sigterm(tmp_path):
         await fake.start()
         port = free_port()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "thunder.cli", "serve", "--backends", fake.url, "--policy", "thunder",
+            sys.executable, "-m", "thunder.cli", "serve", "--backends", fake.url, "--policy", "thunder-paper",
             "--port", str(port), "--option", "decay_base=1", "--export", str(tmp_path / "tables"),
             "--log-level", "WARNING", stderr=asyncio.subprocess.PIPE)
         try:

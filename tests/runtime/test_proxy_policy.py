@@ -44,7 +44,7 @@ def test_thunder_holds_the_second_program_until_the_first_releases():
     async def scenario():
         fake = FakeBackend(**ONE_PROGRAM)
         await fake.start()
-        async with running_proxy([fake.url], policy="thunder", options=NO_DECAY) as server:
+        async with running_proxy([fake.url], policy="thunder-paper", options=NO_DECAY) as server:
             async with aiohttp.ClientSession(proxy_url(server)) as client:
                 assert (await post(client, "a"))[0] == 200
                 second = asyncio.create_task(post(client, "b"))
@@ -70,7 +70,7 @@ def test_a_request_held_too_long_gets_503_json_and_leaves_nothing():
     async def scenario():
         fake = FakeBackend(**ONE_PROGRAM)
         await fake.start()
-        async with running_proxy([fake.url], policy="thunder", options=NO_DECAY, max_hold_s=0.3) as server:
+        async with running_proxy([fake.url], policy="thunder-paper", options=NO_DECAY, max_hold_s=0.3) as server:
             async with aiohttp.ClientSession(proxy_url(server)) as client:
                 await post(client, "a")
                 status, body = await post(client, "b")
@@ -125,7 +125,7 @@ def test_client_disconnect_while_held_drops_the_waiting_request():
     async def scenario():
         fake = FakeBackend(**ONE_PROGRAM)
         await fake.start()
-        async with running_proxy([fake.url], policy="thunder", options=NO_DECAY) as server:
+        async with running_proxy([fake.url], policy="thunder-paper", options=NO_DECAY) as server:
             async with aiohttp.ClientSession(proxy_url(server)) as client:
                 await post(client, "a")
                 try:
@@ -143,7 +143,7 @@ def test_a_dead_backend_is_marked_unhealthy_and_its_program_moves():
         fakes = [FakeBackend(), FakeBackend()]
         for fake in fakes:
             await fake.start()
-        async with running_proxy([f.url for f in fakes], policy="thunder", options=NO_DECAY) as server:
+        async with running_proxy([f.url for f in fakes], policy="thunder-paper", options=NO_DECAY) as server:
             async with aiohttp.ClientSession(proxy_url(server)) as client:
                 assert (await post(client, "p"))[0] == 200
                 first = server.cluster.views["p"].backend
@@ -190,7 +190,7 @@ def test_held_requests_fail_at_once_when_the_last_backend_dies():
     async def scenario():
         fake = FakeBackend(**ONE_PROGRAM)
         await fake.start()
-        async with running_proxy([fake.url], policy="thunder", options=NO_DECAY) as server:
+        async with running_proxy([fake.url], policy="thunder-paper", options=NO_DECAY) as server:
             async with aiohttp.ClientSession(proxy_url(server)) as client:
                 await post(client, "a")
                 held = asyncio.create_task(post(client, "b"))
@@ -206,7 +206,7 @@ def test_releasing_a_program_while_its_request_is_held_answers_409():
     async def scenario():
         fake = FakeBackend(**ONE_PROGRAM)
         await fake.start()
-        async with running_proxy([fake.url], policy="thunder", options=NO_DECAY) as server:
+        async with running_proxy([fake.url], policy="thunder-paper", options=NO_DECAY) as server:
             async with aiohttp.ClientSession(proxy_url(server)) as client:
                 await post(client, "a")
                 held = asyncio.create_task(post(client, "b"))

@@ -36,7 +36,7 @@ async def post(client: aiohttp.ClientSession, body: dict) -> tuple[int, dict]:
 
 def test_capacity_usage_and_cached_tokens_through_the_proxy(vllm_backend: VllmBackend) -> None:
     async def scenario():
-        async with running_proxy([vllm_backend.url], policy="thunder") as server:
+        async with running_proxy([vllm_backend.url], policy="thunder-paper") as server:
             state = server.cluster.backends[0]
             assert state.healthy and state.block_size == vllm_backend.block_size
             assert state.capacity_tokens == vllm_backend.kv_capacity_tokens
@@ -79,7 +79,7 @@ def test_thunder_holds_a_program_that_does_not_fit(vllm_backend: VllmBackend) ->
     options = {"decay_base": 1.0, "lambda_max": 0.15, "lambda_min": 0.15}
 
     async def scenario():
-        async with running_proxy([vllm_backend.url], policy="thunder", options=options) as server:
+        async with running_proxy([vllm_backend.url], policy="thunder-paper", options=options) as server:
             async with aiohttp.ClientSession(proxy_url(server)) as client:
                 first = chat_body(vllm_backend, [{"role": "user", "content": words(600, seed=4)}],
                                   program_id="big-a")

@@ -219,5 +219,5 @@ def test_program_aware_prepares_a_queued_programs_sandbox_ahead(root):
         response = await waiting
         assert response.status == 200
         response.release()
-    asyncio.run(with_proxy(test, root, policy="thunder", tool_policy="program-aware",
+    asyncio.run(with_proxy(test, root, policy="thunder-paper", tool_policy="program-aware",
                           backend={"num_gpu_blocks": 64}))

@@ -45,7 +45,7 @@ def test_vllm_re_prefills_every_turn_when_only_one_context_fits():
 
 
 def test_thunder_keeps_one_program_waiting_and_never_recomputes():
-    _, tables, summary = run(EXCLUSIVE, "thunder", engine(64), parallel=2, options={"decay_base": 1.0})
+    _, tables, summary = run(EXCLUSIVE, "thunder-paper", engine(64), parallel=2, options={"decay_base": 1.0})
     assert summary["recompute_tokens"] == 0
     assert summary["cost_recompute"] == 0
     steps = tables.steps.set_index(["program_id", "step"])
@@ -55,7 +55,7 @@ def test_thunder_keeps_one_program_waiting_and_never_recomputes():
 
 
 def test_thunder_pauses_the_shorter_acting_program_when_contexts_outgrow_the_cache():
-    _, tables, summary = run(ALTERNATING, "thunder", engine(64), parallel=2, options={"decay_base": 1.0})
+    _, tables, summary = run(ALTERNATING, "thunder-paper", engine(64), parallel=2, options={"decay_base": 1.0})
     vllm = run(ALTERNATING, "vllm", engine(64), parallel=2)[2]
     assert summary["pauses"] == 1
     paused = tables.decisions.loc[tables.decisions["action"] == "pause", "program_id"].item()
@@ -85,7 +85,7 @@ def test_sticky_routing_leaves_a_replica_idle_while_the_other_thrashes():
 
 
 def test_the_global_queue_moves_a_program_to_the_idle_replica():
-    _, tables, summary = run(IMBALANCE, "thunder", engine(64), parallel=4, replicas=2,
+    _, tables, summary = run(IMBALANCE, "thunder-paper", engine(64), parallel=4, replicas=2,
                              options={"decay_base": 1.0})
     vllm_summary = run(IMBALANCE, "vllm", engine(64), parallel=4, replicas=2)[2]
     assert summary["migrations"] >= 1
@@ -100,7 +100,7 @@ def test_continuum_pins_acting_programs_kv():
     assert summary["steps"] == 10
 
 
-@pytest.mark.parametrize("policy", ["vllm", "continuum", "thunder"])
+@pytest.mark.parametrize("policy", ["vllm", "continuum", "thunder-paper"])
 def test_cost_terms_add_up_to_capacity_times_time(policy):
     outcome, _, _ = run(ALTERNATING + [program("short", [100])], policy, engine(64), parallel=3, replicas=2)
     capacity = 64 * 16 * 2
@@ -108,7 +108,7 @@ def test_cost_terms_add_up_to_capacity_times_time(policy):
     assert all(v >= 0 for v in outcome.ledger.token_seconds.values())
 
 
-@pytest.mark.parametrize("policy", ["vllm", "continuum", "thunder"])
+@pytest.mark.parametrize("policy", ["vllm", "continuum", "thunder-paper"])
 def test_decode_jumps_match_one_event_per_step(policy):
     # Tool times off the 10 ms step grid: an arrival exactly on a step boundary is a
     # tie whose order even the one-step-per-event reference settles by float rounding.
@@ -127,8 +127,8 @@ def test_decode_jumps_match_one_event_per_step(policy):
 
 def test_same_inputs_give_identical_runs():
     programs = [growing(f"p{i}", 300 + 50 * i, 5, grow=100, tool_s=0.2 * i) for i in range(5)]
-    first = run(programs, "thunder", engine(80), parallel=3, replicas=2)[1]
-    second = run(programs, "thunder", engine(80), parallel=3, replicas=2)[1]
+    first = run(programs, "thunder-paper", engine(80), parallel=3, replicas=2)[1]
+    second = run(programs, "thunder-paper", engine(80), parallel=3, replicas=2)[1]
     pd.testing.assert_frame_equal(first.steps, second.steps)
     pd.testing.assert_frame_equal(first.decisions, second.decisions)
 

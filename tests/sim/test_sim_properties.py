@@ -36,11 +36,11 @@ def workloads(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs=workloads(), policy=st.sampled_from(["vllm", "continuum", "thunder"]),
+@given(programs=workloads(), policy=st.sampled_from(["vllm", "continuum", "thunder-paper", "thunder"]),
        parallel=st.integers(1, 4), replicas=st.integers(1, 2), blocks=st.integers(70, 160),
        decay=st.sampled_from([1.0, 2.0]))
 def test_every_step_of_every_program_completes_once(programs, policy, parallel, replicas, blocks, decay):
-    options = {"decay_base": decay} if policy == "thunder" else {}
+    options = {"decay_base": decay} if policy == "thunder-paper" else {}
     outcome = simulate(programs, make_policy(policy, **options), engine(blocks), 
                        SimConfig(parallel=parallel, replicas=replicas))
     records = outcome.cluster.records

@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def test_simulate_prints_the_summary_and_writes_tables(tmp_path):
-    result = runner.invoke(app, ["simulate", "--trace", ROUTING, "--policy", "thunder", "--parallel", "8",
+    result = runner.invoke(app, ["simulate", "--trace", ROUTING, "--policy", "thunder-paper", "--parallel", "8",
                                  "--preset", "h100-llama8b", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "steps/min" in result.output and "KV hit rate" in result.output
@@ -36,7 +36,7 @@ def test_simulate_json_is_deterministic():
 
 
 def test_simulate_rejects_unknown_policy_option_and_preset():
-    bad_option = runner.invoke(app, ["simulate", "--trace", ROUTING, "--policy", "thunder", "-O", "nope=1",
+    bad_option = runner.invoke(app, ["simulate", "--trace", ROUTING, "--policy", "thunder-paper", "-O", "nope=1",
                                      "--quiet"])
     assert bad_option.exit_code == 2
     assert "nope" in bad_option.output
@@ -60,5 +60,11 @@ def test_compare_writes_results_and_plots(tmp_path):
     frame = pd.read_csv(tmp_path / "results.csv")
     assert sorted(zip(frame["policy"], frame["parallel"])) == [("thunder", 4), ("thunder", 8), ("vllm", 4),
                                                                ("vllm", 8)]
+    # each cell's share of the unbounded-KV run at the same parallelism, which is also written
+    bound = pd.read_csv(tmp_path / "bound.csv")
+    assert sorted(bound["parallel"]) == [4, 8] and bound["unbounded_kv"].all()
+    assert (frame["of_bound"] == frame["steps_per_min"] / frame["bound_steps_per_min"]).all()
+    assert (frame["of_bound"] <= 1.0 + 1e-9).all()
+    assert "of_bound" in result.output
     for name in ("throughput.png", "hit_rate.png", "cost_breakdown.png"):
         assert (tmp_path / name).stat().st_size > 1000

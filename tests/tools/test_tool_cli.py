@@ -12,7 +12,7 @@ from thunder.cli import app
 
 SCIENCE = str(Path(__file__).resolve().parents[2] / "traces" / "science.jsonl")
 runner = CliRunner()
-BASE = ["simulate", "--trace", SCIENCE, "--policy", "thunder", "--parallel", "16", "--preset", "h100-llama8b"]
+BASE = ["simulate", "--trace", SCIENCE, "--policy", "thunder-paper", "--parallel", "16", "--preset", "h100-llama8b"]
 
 
 def test_simulate_models_tool_environments_and_writes_their_tables(tmp_path):

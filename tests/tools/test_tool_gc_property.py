@@ -23,14 +23,14 @@ def workloads(draw):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs=workloads(), scheduler=st.sampled_from(["vllm", "thunder"]),
+@given(programs=workloads(), scheduler=st.sampled_from(["vllm", "thunder-paper"]),
        tool_policy=st.sampled_from(["on-demand", "program-aware"]), parallel=st.integers(1, 4),
        blocks=st.integers(80, 160), spare_gb=st.sampled_from([None, 0, 15]), idle=st.sampled_from([2.0, 3600.0]))
 def test_gc_reclaims_every_environment_it_created_and_never_overfills_the_disk(
         programs, scheduler, tool_policy, parallel, blocks, spare_gb, idle):
     # A cap no smaller than the largest environment: every program can get one eventually.
     cap = None if spare_gb is None else (max(p.env.disk_bytes for p in programs) + spare_gb * GB)
-    if cap is not None and tool_policy == "on-demand" and scheduler == "thunder":
+    if cap is not None and tool_policy == "on-demand" and scheduler == "thunder-paper":
         # On demand, paused programs keep their environments: a full disk can hold up the programs
         # the scheduler restored (a real deadlock, reported as a stall); program-aware makes room.
         cap = None

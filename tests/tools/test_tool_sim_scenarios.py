@@ -54,8 +54,8 @@ THUNDER = {"decay_base": 1.0}
 
 
 def test_prepare_ahead_hides_the_setup_time_that_on_demand_pays():
-    _, od_tables, od = run(EXCLUSIVE, "thunder", engine(64), "on-demand", options=THUNDER, parallel=2)
-    _, pa_tables, pa = run(EXCLUSIVE, "thunder", engine(64), "program-aware", options=THUNDER, parallel=2)
+    _, od_tables, od = run(EXCLUSIVE, "thunder-paper", engine(64), "on-demand", options=THUNDER, parallel=2)
+    _, pa_tables, pa = run(EXCLUSIVE, "thunder-paper", engine(64), "program-aware", options=THUNDER, parallel=2)
     a_done = od_tables.steps.query("program_id == 'a'")["done_s"].max()
     # On demand, b's environment is prepared only once b holds the GPU: 5 s more.
     assert first_dispatch(od_tables, "b") == pytest.approx(a_done + 5.0)
@@ -70,7 +70,7 @@ def test_prepare_ahead_hides_the_setup_time_that_on_demand_pays():
 
 
 def test_a_held_program_is_dispatched_to_the_backend_it_holds_once_its_environment_is_ready():
-    _, tables, _ = run([with_env("x", [100, 200, 300], setup_s=7.0)], "thunder", engine(64), "program-aware",
+    _, tables, _ = run([with_env("x", [100, 200, 300], setup_s=7.0)], "thunder-paper", engine(64), "program-aware",
                        parallel=1)
     steps = tables.steps
     assert steps.loc[steps.step == 0, "dispatched_s"].item() == pytest.approx(7.0)
@@ -83,7 +83,7 @@ def test_idle_collection_tears_down_a_queued_environment_and_prepares_it_again_w
     # environment and b prepares it again (a second instance) before it runs again.
     programs = [growing("a", 300, 5, grow=144, tool_s=0.5, setup_s=0.5),
                 growing("b", 300, 5, grow=144, tool_s=0.5, setup_s=0.5)]
-    _, tables, summary = run(programs, "thunder", engine(64), "program-aware", options=THUNDER, parallel=2,
+    _, tables, summary = run(programs, "thunder-paper", engine(64), "program-aware", options=THUNDER, parallel=2,
                              tool_options={"idle_timeout_s": 0.2, "lookahead": 0})
     envs = tables.environments
     assert summary["programs_finished"] == 2
@@ -120,11 +120,11 @@ def test_on_demand_can_deadlock_on_a_full_disk_where_program_aware_makes_room():
     # moves again; program-aware tears down the queued a's environment so b can run.
     programs = [growing("a", 300, 4, grow=64, tool_s=2.0, setup_s=1.0), with_env("b", [800, 850], setup_s=1.0)]
     cap = ToolHostConfig(disk_capacity_bytes=10 * GB)
-    _, _, od = run(programs, "thunder", engine(64), "on-demand", parallel=2, tool_host=cap)
+    _, _, od = run(programs, "thunder-paper", engine(64), "on-demand", parallel=2, tool_host=cap)
     assert od["programs_finished"] == 0 and od["programs_unfinished"] == 2
     # a is paused at 5.48 and its tool ends at 7.48: nothing happens after that.
     assert od["tool_host_stalled_at_s"] == pytest.approx(7.48, abs=0.01)
-    _, tables, pa = run(programs, "thunder", engine(64), "program-aware", parallel=2, tool_host=cap)
+    _, tables, pa = run(programs, "thunder-paper", engine(64), "program-aware", parallel=2, tool_host=cap)
     assert pa["programs_finished"] == 2 and pa["tool_host_stalled_at_s"] is None
     envs = tables.environments
     assert list(zip(envs["program_id"], envs["instance"], envs["reclaim_reason"])) == [
@@ -153,7 +153,7 @@ def test_the_simulator_never_tears_down_an_environment_under_a_running_step(monk
     monkeypatch.setitem(tool_registry.TOOL_POLICIES, "reckless",
                         tool_registry.ToolPolicyFactory("reckless", KeepConfig, _ReclaimEverything))
     programs = [growing("a", 300, 4, tool_s=2.0, setup_s=1.0), growing("b", 400, 3, tool_s=1.0, setup_s=2.0)]
-    _, tables, summary = run(programs, "thunder", engine(128), "reckless", parallel=2)
+    _, tables, summary = run(programs, "thunder-paper", engine(128), "reckless", parallel=2)
     assert summary["programs_finished"] == 2 and summary["env_reclaims_refused"] > 0
     envs = tables.environments
     steps = tables.steps.sort_values(["program_id", "step"])

@@ -15,7 +15,8 @@ from thunder.trace import TraceError
 @app.command("simulate")
 def simulate_command(
     trace: Path = typer.Option(Path("traces/swebench.jsonl"), "--trace", help="Trace file (format v1)."),
-    policy: str = typer.Option("thunder", "--policy", help="Scheduling policy: vllm, continuum, thunder, gateway, power-of-two, autellix."),
+    policy: str = typer.Option("thunder", "--policy", help="Scheduling policy: thunder (the default), "
+                               "thunder-paper, vllm, continuum, gateway, power-of-two, autellix."),
     parallel: int = typer.Option(48, "--parallel", min=1, help="Programs running at once (closed loop)."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="Data-parallel engine replicas."),
     preset: str = typer.Option("paper-8xh100-glm46", "--preset",
@@ -41,6 +42,10 @@ def simulate_command(
     fmt: str = typer.Option("csv", "--format", help="Table format: csv or parquet (parquet needs pyarrow)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    unbounded_kv: bool = typer.Option(False, "--unbounded-kv", help="KV capacity never binds (no eviction, "
+                                                                    "preemption or recompute): the upper bound."),
+    group_size: int = typer.Option(1, "--group-size", min=1, help="Rollout mode: run each trace program this "
+                                                                  "many times as one group (GRPO samples)."),
 ) -> None:
     """Simulate one policy on a trace and print the summary."""
     import json
@@ -53,7 +58,8 @@ def simulate_command(
                     preset=str(profile) if profile else preset, horizon_s=horizon_s, open_loop=open_loop,
                     tool_time_scale=tool_time_scale, default_tool_s=default_tool_s,
                     policy_options=_parse_options(option), mode=mode, programs=rollout_programs, seed=seed,
-                    tool_policy=tool_policy, disk_capacity_gb=disk_capacity_gb)
+                    tool_policy=tool_policy, disk_capacity_gb=disk_capacity_gb, unbounded_kv=unbounded_kv,
+                    group_size=group_size)
     if disk_capacity_gb is not None and tool_policy is None:
         _fail("--disk-capacity-gb needs --tool-policy (tool environments are not modelled without one)")
     try:
@@ -95,7 +101,8 @@ def simulate_command(
 @app.command("compare")
 def compare_command(
     trace: Path = typer.Option(Path("traces/swebench.jsonl"), "--trace", help="Trace file (format v1)."),
-    policies: str = typer.Option("vllm,continuum,thunder", "--policies", help="Comma-separated policies."),
+    policies: str = typer.Option("vllm,continuum,thunder-paper,thunder", "--policies",
+                                 help="Comma-separated policies."),
     parallel: str = typer.Option("24,48,72,96", "--parallel", help="Comma-separated parallel program counts."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="Data-parallel engine replicas."),
     preset: str = typer.Option("paper-8xh100-glm46", "--preset", help="Engine preset or profile JSON."),
@@ -111,6 +118,8 @@ def compare_command(
                                                    "order (0: as is). Tables show the mean over seeds."),
     mode: str = typer.Option("closed", "--mode", help="closed or rollout (then --parallel is ignored)."),
     rollout_programs: int | None = typer.Option(None, "--programs", min=1, help="Rollout batch size."),
+    bound: bool = typer.Option(True, "--bound/--no-bound", help="Also run each cell with unbounded KV and "
+                                                                "report every policy's share of it (of_bound)."),
 ) -> None:
     """Run a policy x parallelism grid; print the table and write plots."""
     import os
@@ -120,7 +129,7 @@ def compare_command(
     from thunder.plots import cost_breakdown_plot, hit_rate_plot, throughput_plot
     from thunder.policies.registry import policy_names
     from thunder.sim.cluster import SimulationError
-    from thunder.sim.experiment import CellSpec, run_grid
+    from thunder.sim.experiment import CellSpec, bound_cell, run_grid
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = [n for n in names if n not in policy_names()]
@@ -134,7 +143,8 @@ def compare_command(
                       horizon_s=horizon_s, tool_time_scale=tool_time_scale, mode=mode,
                       programs=rollout_programs, seed=seed)
              for seed in seed_list for n in levels for name in names]
-    workers = workers or min(len(cells), os.cpu_count() or 1)
+    bounds = list(dict.fromkeys(bound_cell(c) for c in cells)) if bound else []
+    workers = workers or min(len(cells) + len(bounds), os.cpu_count() or 1)
 
     def report(s: dict) -> None:
         typer.echo(f"  {s['policy']:>10} x{s['parallel']:<4} seed {s.get('seed', 0):<3} "
@@ -143,22 +153,30 @@ def compare_command(
     try:
         if executor == "ray":
             from thunder.sim.ray_grid import run_grid_ray
-            results = run_grid_ray(cells, address=address, on_result=report)
+            results = run_grid_ray(cells + bounds, address=address, on_result=report)
         else:
-            results = run_grid(cells, workers=workers, on_result=report)
+            results = run_grid(cells + bounds, workers=workers, on_result=report)
     except (TraceError, SimulationError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
         return
-    frame = pd.DataFrame(results)
+    frame = pd.DataFrame(results[:len(cells)])
     out.mkdir(parents=True, exist_ok=True)
+    if bounds:
+        bound_frame = pd.DataFrame(results[len(cells):])
+        bound_frame.to_csv(out / "bound.csv", index=False)
+        by_cell = bound_frame.set_index(["parallel", "seed"])["steps_per_min"]
+        frame["bound_steps_per_min"] = [by_cell[(p, s)] for p, s in zip(frame["parallel"], frame["seed"])]
+        frame["of_bound"] = frame["steps_per_min"] / frame["bound_steps_per_min"]
     frame.to_csv(out / "results.csv", index=False)
     if len(seed_list) > 1:
         from thunder.sweep import mean_over_seeds
         frame = mean_over_seeds(frame)
     base = frame.loc[frame["policy"] == names[0]].set_index("parallel")["steps_per_min"]
     frame["speedup_vs_" + names[0]] = frame["steps_per_min"] / frame["parallel"].map(base)
-    columns = ["policy", "parallel", "steps_per_min", "speedup_vs_" + names[0], "kv_hit_rate",
-               "cost_recompute", "cost_caching", "cost_unused", "pauses", "preemptions", "p95_step_latency_s"]
+    columns = ["policy", "parallel", "steps_per_min", "speedup_vs_" + names[0]]
+    columns += ["of_bound"] if bounds else []
+    columns += ["kv_hit_rate", "cost_recompute", "cost_caching", "cost_unused", "pauses", "preemptions",
+                "p95_step_latency_s"]
     typer.echo(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     title = f"{trace.stem}, {preset}, {replicas} replica(s)"
     for path in (throughput_plot(frame, out / "throughput.png", f"Throughput: {title}"),

@@ -16,6 +16,7 @@ from thunder.policies.base import Policy
 from thunder.policies.continuum import ContinuumConfig, TtlPinningPolicy
 from thunder.policies.gateway import CacheAwareGatewayPolicy, GatewayConfig, PowerOfTwoConfig, PowerOfTwoPolicy
 from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
+from thunder.policies.thunder_default import DefaultThunderConfig, DefaultThunderPolicy
 from thunder.policies.vllm import RequestLevelPolicy, VllmConfig
 
 
@@ -43,7 +44,8 @@ class PolicyFactory:
 POLICIES: dict[str, PolicyFactory] = {
     "vllm": PolicyFactory("vllm", VllmConfig, RequestLevelPolicy),
     "continuum": PolicyFactory("continuum", ContinuumConfig, TtlPinningPolicy),
-    "thunder": PolicyFactory("thunder", ThunderConfig, ProgramAwarePolicy),
+    "thunder": PolicyFactory("thunder", DefaultThunderConfig, DefaultThunderPolicy),
+    "thunder-paper": PolicyFactory("thunder-paper", ThunderConfig, ProgramAwarePolicy),
     "gateway": PolicyFactory("gateway", GatewayConfig, CacheAwareGatewayPolicy),
     "power-of-two": PolicyFactory("power-of-two", PowerOfTwoConfig, PowerOfTwoPolicy),
     "autellix": PolicyFactory("autellix", AutellixConfig, LeastAttainedServicePolicy),

@@ -132,7 +132,7 @@ def restore_order(aged_before_s: float):  # type: ignore[no-untyped-def]
 class ProgramAwarePolicy:
     """Pause/restore by the thrashing check, one global queue, best-fit placement."""
 
-    name = "thunder"
+    name = "thunder-paper"
 
     def __init__(self, config: ThunderConfig = ThunderConfig()) -> None:
         self.config = config

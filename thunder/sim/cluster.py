@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import simpy
 
-from thunder.applier import DecisionApplier
+from thunder.applier import DecisionApplier, checks_before_dispatch
 from thunder.cluster import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.policies.base import Policy
 from thunder.program import Phase, Program, Status
@@ -94,7 +94,7 @@ class SimCluster(DecisionApplier):
             phase=Phase.REASONING, status=Status.PAUSED, backend=None, phase_since_s=now,
             arrived_s=now, steps_done=0, waiting=False,
             shared_prefix_id=trace.shared_prefix_id, shared_prefix_tokens=trace.shared_prefix_tokens,
-            paused_since_s=now)
+            paused_since_s=now, group_id=trace.group_id)
         return program
 
     def request_ready(self, program: SimProgram) -> simpy.Event:
@@ -113,7 +113,22 @@ class SimCluster(DecisionApplier):
         program.ready_s = now
         program.request_done = self.env.event()
         view = self._update(program.program_id, phase=Phase.REASONING, phase_since_s=now, waiting=True,
-                            context_tokens=step.prompt_tokens)
+                            context_tokens=step.prompt_tokens, max_output_tokens=step.max_tokens)
+        trigger = Trigger(TriggerKind.ARRIVAL if program.step_index == 0 else TriggerKind.TOOL_DONE,
+                          program.program_id)
+        if checks_before_dispatch(self.policy):
+            # The check sees the new prompt before anything reaches the engine: it may
+            # pause others to make room, or hold this request (pause it) until it fits.
+            program.held = True
+            self.control(trigger)
+            if program.held:  # not already sent by a restore in that step
+                self._route(program, self.views[program.program_id])
+            return program.request_done
+        self._route(program, view)
+        self.control(trigger)
+        return program.request_done
+
+    def _route(self, program: SimProgram, view: Program) -> None:
         route = self.policy.route(self.snapshot(), view)
         if isinstance(route, Dispatch):
             self._activate(program, route.backend)
@@ -122,9 +137,6 @@ class SimCluster(DecisionApplier):
             program.held = True
             if view.status is Status.ACTIVE:
                 self._pause(program, reason=route.reason or "held")
-        kind = TriggerKind.ARRIVAL if program.step_index == 0 else TriggerKind.TOOL_DONE
-        self.control(Trigger(kind, program.program_id))
-        return program.request_done
 
     def _on_request_done(self, program: SimProgram, request: Request) -> None:
         now = self.env.now
@@ -136,7 +148,8 @@ class SimCluster(DecisionApplier):
         view = self.views[program.program_id]
         context = request.prompt_tokens + request.output_tokens
         view = self._update(program.program_id, phase=Phase.ACTING, phase_since_s=now, waiting=False,
-                            steps_done=program.step_index, context_tokens=context, tool=step.tool)
+                            steps_done=program.step_index, context_tokens=context, tool=step.tool,
+                            last_output_tokens=request.output_tokens, max_output_tokens=None)
         if view.marked_for_pause and not last:
             self._pause(program, reason="marked")
         event = program.request_done
@@ -155,7 +168,7 @@ class SimCluster(DecisionApplier):
             "program_id": program.program_id, "arrived_s": program.arrived_s, "started_s": program.started_s,
             "finished_s": self.env.now, "steps": program.step_index, "pauses": program.pauses,
             "restores": program.restores, "migrations": program.migrations, "queue_s": program.queue_s,
-            "last_backend": program.last_backend,
+            "last_backend": program.last_backend, "group_id": program.trace.group_id,
         })
         if self.on_program_end is not None:
             self.on_program_end(program)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from thunder.metrics import RunTables, build_tables, summarize
 from thunder.policies.registry import make_policy
 from thunder.rollout import rollout_metrics
-from thunder.sim.hardware import load_engine_spec
+from thunder.sim.hardware import EngineSpec, load_engine_spec
 from thunder.sim.run import SimConfig, rollout_batch, simulate
 from thunder.sim.toolhost import ToolHostConfig
 from thunder.sim.tools import tool_context, tool_tables
@@ -40,6 +40,8 @@ class CellSpec:
     tool_policy: str | None = None  # tool environments: keep | on-demand | program-aware; None: not modelled
     tool_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     disk_capacity_gb: float | None = None  # the tool host's disk (GB = 1e9 bytes); None: unlimited
+    group_size: int = 1  # rollout: each trace program runs this many times as one group (GRPO samples)
+    unbounded_kv: bool = False  # KV capacity never binds: the upper bound of any policy (see ``bound_cell``)
 
 
 @lru_cache(maxsize=4)
@@ -59,9 +61,11 @@ def run_cell(cell: CellSpec, progress: Callable[[float], None] | None = None,
         if cell.horizon_s is not None or cell.open_loop:
             raise ValueError("a rollout starts every program at t=0 and runs to completion: "
                              "no horizon, no open loop")
-        programs = rollout_batch(programs, cell.programs or len(programs))
+        programs = rollout_batch(programs, cell.programs or len(programs) * cell.group_size, cell.group_size)
         parallel = len(programs)
     spec = load_engine_spec(cell.preset)
+    if cell.unbounded_kv:
+        spec = unbounded(spec)
     policy = make_policy(cell.policy, **dict(cell.policy_options))
     config = SimConfig(parallel=parallel, replicas=cell.replicas, open_loop=cell.open_loop,
                        horizon_s=cell.horizon_s, tool_time_scale=cell.tool_time_scale,
@@ -75,6 +79,12 @@ def run_cell(cell: CellSpec, progress: Callable[[float], None] | None = None,
     skip: tuple[str, ...] = ("policy_options", "tool_options")
     if cell.tool_policy is None:
         skip += ("tool_policy", "disk_capacity_gb")
+    if not cell.unbounded_kv:
+        skip += ("unbounded_kv",)
+    if cell.group_size == 1:
+        skip += ("group_size",)
+    elif cell.mode != "rollout":
+        raise ValueError("group_size applies to rollout mode (--mode rollout)")
     context = {k: v for k, v in asdict(cell).items() if k not in skip}
     context["policy_options"] = dict(cell.policy_options)
     if cell.tool_policy is not None:
@@ -87,6 +97,25 @@ def run_cell(cell: CellSpec, progress: Callable[[float], None] | None = None,
     if cell.mode == "rollout":
         summary.update(rollout_metrics(tables))
     return summary, (tables if keep_tables else None)
+
+
+# Blocks a replica gets in unbounded-KV mode: far beyond any trace's total context
+# (16k blocks of 16 tokens hold 262k tokens; this holds 10^10), so nothing is ever
+# evicted, preempted or recomputed, and every prefix stays cached.
+UNBOUNDED_BLOCKS = 10**10 // 16
+
+
+def unbounded(spec: EngineSpec) -> EngineSpec:
+    """The same engine (step times, scheduler limits) with KV capacity that never binds."""
+    return spec.with_blocks(max(spec.num_blocks, UNBOUNDED_BLOCKS))
+
+
+def bound_cell(cell: CellSpec) -> CellSpec:
+    """The upper bound for ``cell``: same trace, parallelism and step-time model, KV
+    unbounded. Any program-aware policy can at best match it: with no capacity limit
+    there is nothing to pause, no recompute, no preemption and no thrashing; the
+    request-level policy then is the ideal (it never holds a request back)."""
+    return replace(cell, policy="vllm", policy_options=(), unbounded_kv=True)
 
 
 def _tool_host(cell: CellSpec) -> ToolHostConfig:

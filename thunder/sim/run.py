@@ -10,7 +10,7 @@ Workloads:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import simpy
@@ -55,7 +55,7 @@ class SimOutcome:
 
 
 def _cycled(programs: Sequence[TraceProgram]) -> Iterator[TraceProgram]:
-    """The trace again and again; later passes get ids ``<id>#<pass>``."""
+    """The trace again and again; later passes get ids (and group ids) ``<id>#<pass>``."""
     passes = 0
     while True:
         for program in programs:
@@ -65,17 +65,32 @@ def _cycled(programs: Sequence[TraceProgram]) -> Iterator[TraceProgram]:
                 yield TraceProgram(program_id=f"{program.program_id}#{passes}", workflow=program.workflow,
                                    steps=program.steps, arrival_s=program.arrival_s, env=program.env,
                                    shared_prefix_tokens=program.shared_prefix_tokens,
-                                   shared_prefix_id=program.shared_prefix_id)
+                                   shared_prefix_id=program.shared_prefix_id,
+                                   group_id=None if program.group_id is None
+                                   else f"{program.group_id}#{passes}")
         passes += 1
 
 
-def rollout_batch(programs: Sequence[TraceProgram], count: int) -> tuple[TraceProgram, ...]:
+def rollout_batch(programs: Sequence[TraceProgram], count: int, group_size: int = 1) -> tuple[TraceProgram, ...]:
     """The first ``count`` programs of the trace, cycled with fresh ids when it holds fewer:
-    an RL rollout batch. Run it closed-loop with ``parallel=count`` and every program starts at t=0."""
+    an RL rollout batch. Run it closed-loop with ``parallel=count`` and every program starts at t=0.
+
+    ``group_size`` > 1 makes GRPO-style groups: each trace program is run that many
+    times (ids ``<id>/<k>``) as one group (``group_id``: the trace's own, else its id)."""
     if count < 1:
         raise ValueError(f"a rollout needs at least one program, got {count}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
     source = _cycled(programs)
-    return tuple(next(source) for _ in range(count))
+    if group_size == 1:
+        return tuple(next(source) for _ in range(count))
+    batch: list[TraceProgram] = []
+    while len(batch) < count:
+        base = next(source)
+        group = base.group_id or base.program_id
+        for k in range(min(group_size, count - len(batch))):
+            batch.append(replace(base, program_id=f"{base.program_id}/{k}", group_id=group))
+    return tuple(batch)
 
 
 class _Workload:
