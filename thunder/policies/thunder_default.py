@@ -206,7 +206,7 @@ class DefaultThunderPolicy:
                 continue
             self._last_backend[program.program_id] = ledger.backend_id
             self._count(ledger, program, now_s)
-        for program in queue:  # groups are learned from what the queue shows too
+        for program in view.programs.values():  # rollout groups, as the programs show them
             if program.group_id is not None and program.program_id not in self._group_of:
                 self._join_group(program)
         for ledger in ledgers.values():
@@ -247,18 +247,21 @@ class DefaultThunderPolicy:
             return max(0, program.context_tokens - program.shared_prefix_tokens)
         return program.context_tokens
 
-    def _weighted(self, program: Program, now_s: float) -> float:
+    def _weighted(self, program: Program, now_s: float, capacity_tokens: int) -> float:
         """What the check counts: the need when its next request runs, times the chance
         it is back soon (1 for reasoning programs)."""
-        return (self._private(program) + self.reserve_tokens(program)) * self.acting_weight(program, now_s)
+        return self._full(program, capacity_tokens) * self.acting_weight(program, now_s)
 
-    def _full(self, program: Program) -> float:
-        """What a restore must find room for: the whole context and the reservation."""
-        return self._private(program) + self.reserve_tokens(program)
+    def _full(self, program: Program, capacity_tokens: int) -> float:
+        """What a restore must find room for: the whole context and the reservation. The
+        reservation is a forecast, so it never makes a program bigger than a backend:
+        alone it always fits."""
+        private = self._private(program)
+        return private + min(self.reserve_tokens(program), max(0, capacity_tokens - program.context_tokens))
 
     def _count(self, ledger: Ledger, program: Program, now_s: float) -> None:
         ledger.members.append(program)
-        tokens = self._weighted(program, now_s)
+        tokens = self._weighted(program, now_s, ledger.capacity_tokens)
         prefix, prefix_tokens = ledger.prefix_cost(program, self.config.shared_prefix_once)
         ledger.hold_prefix(prefix, prefix_tokens)
         ledger.resident_tokens += tokens
@@ -282,7 +285,8 @@ class DefaultThunderPolicy:
             need = ledger.over()
             if need <= 0:
                 break
-            candidates = [Candidate(p, self._weighted(p, now_s), self._cost(p)) for p in ledger.members
+            candidates = [Candidate(p, self._weighted(p, now_s, ledger.capacity_tokens), self._cost(p))
+                          for p in ledger.members
                           if p.phase is phase and not p.marked_for_pause]
             for picked in self.choose(candidates, need):
                 ledger.check_tokens -= picked.freed
@@ -344,12 +348,13 @@ class DefaultThunderPolicy:
         """S_restore's classes (ready reasoning > new > acting), then effective size:
         the context shrunk by the wait (aging) and by the group's progress."""
         wait_s = max(0.0, now_s - _queued_since(program))
-        size = self._full(program) / (1.0 + wait_s / self.config.aging_s)
+        size = self._full(program, 0) / (1.0 + wait_s / self.config.aging_s)  # the context alone
         size /= 1.0 + self.config.group_weight * self._group_progress(program.program_id)
         return _restore_class(program), size, program.program_id
 
     def _need(self, ledger: Ledger, program: Program) -> float:
-        return self._full(program) + ledger.prefix_cost(program, self.config.shared_prefix_once)[1]
+        prefix_tokens = ledger.prefix_cost(program, self.config.shared_prefix_once)[1]
+        return self._full(program, ledger.capacity_tokens) + prefix_tokens
 
     def _place(self, ledgers: dict[BackendId, Ledger], program: Program) -> Ledger | None:
         """Best fit among backends with room, the program's last backend preferred when
@@ -382,12 +387,14 @@ class DefaultThunderPolicy:
             if ledger.closed:
                 continue
             need = self._need(ledger, program) - ledger.room
-            acting = [Candidate(p, self._weighted(p, now_s), self._cost(p)) for p in ledger.members
+            acting = [Candidate(p, self._weighted(p, now_s, ledger.capacity_tokens), self._cost(p))
+                      for p in ledger.members
                       if p.phase is Phase.ACTING and not p.marked_for_pause]
             picks = self.choose(acting, need)
             freed = sum(c.freed for c in picks)
             if freed < need:
-                reasoning = [Candidate(p, self._weighted(p, now_s), self._cost(p)) for p in ledger.members
+                reasoning = [Candidate(p, self._weighted(p, now_s, ledger.capacity_tokens), self._cost(p))
+                             for p in ledger.members
                              if p.phase is Phase.REASONING and not p.marked_for_pause]
                 picks += self.choose(reasoning, need - freed)
                 freed = sum(c.freed for c in picks)
@@ -415,7 +422,7 @@ class DefaultThunderPolicy:
             self._restored_acting.add(program.program_id)
         prefix, prefix_tokens = ledger.prefix_cost(program, self.config.shared_prefix_once)
         ledger.hold_prefix(prefix, prefix_tokens)
-        tokens = self._full(program)
+        tokens = self._full(program, ledger.capacity_tokens)
         ledger.check_tokens += tokens
         ledger.resident_tokens += tokens
         ledger.members.append(program)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
+from thunder.fairness import fairness_metrics
 from thunder.metrics import RunTables, build_tables, summarize
 from thunder.policies.registry import make_policy
 from thunder.rollout import rollout_metrics
@@ -94,6 +95,7 @@ def run_cell(cell: CellSpec, progress: Callable[[float], None] | None = None,
     context["capacity_tokens_per_replica"] = spec.capacity_tokens
     context["steps_without_tool_time"] = outcome.steps_without_tool_time
     summary = summarize(tables, outcome.ledger, outcome.end_s, **context)
+    summary.update(fairness_metrics(tables, outcome.end_s))
     if cell.mode == "rollout":
         summary.update(rollout_metrics(tables))
     return summary, (tables if keep_tables else None)
