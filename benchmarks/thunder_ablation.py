@@ -35,6 +35,9 @@ VARIANTS: list[tuple[str, str, dict[str, object]]] = [
     ("  no aging, no wait bound", "thunder", {"aging_s": float("inf"), "max_wait_s": float("inf")}),
     ("  count shared prefix per program", "thunder", {"shared_prefix_once": False}),
     ("  dt 5 s (paper) instead of 2 s", "thunder", {"interval_s": 5.0}),
+    ("  no restore headroom", "thunder", {"restore_headroom": 0.0}),
+    ("  restores in the step that paused", "thunder", {"restore_after_relief": True}),
+    ("  no rollout-group weighting", "thunder", {"group_weight": 0.0}),
 ]
 
 

@@ -27,10 +27,30 @@ def test_phases_follow_requests_and_context_follows_usage():
     live.request_done(ticket, Usage(310, 20, 0))
     view = live.views["p"]
     assert (view.phase, view.phase_since_s, view.context_tokens, view.steps_done) == (Phase.ACTING, 2.0, 330, 1)
+    assert view.last_output_tokens == 20
     clock[0] = 5.0
-    live.request_ready("p", 999)  # the estimate is ignored once usage is known
-    assert live.views["p"].context_tokens == 330
+    live.request_ready("p", 420, max_tokens=64)
+    # B6: the new prompt counts: the last prompt (310, exact) plus what this request adds
+    # by estimate (420 - 300: the answer and the tool's result), as the simulator counts it.
+    assert live.views["p"].context_tokens == 430
+    assert live.views["p"].max_output_tokens == 64
     assert live.records.steps[-1]["tool_s"] == 3.0
+
+
+def test_the_new_prompt_never_counts_less_than_the_last_response_left():
+    live, clock, _ = cluster()
+    ticket = live.request_ready("p", 300)
+    live.request_done(ticket, Usage(310, 20, 0))
+    live.request_ready("p", 200)  # an estimate below the last one (a shorter body): usage is the floor
+    assert live.views["p"].context_tokens == 330
+
+
+def test_group_ids_reach_the_policy_and_the_programs_table():
+    live, clock, _ = cluster(policy="thunder")
+    ticket = live.request_ready("p", 100, group_id="prompt-7")
+    assert live.views["p"].group_id == "prompt-7"
+    live.request_done(ticket, Usage(100, 5), release=True)
+    assert live.records.programs[-1]["group_id"] == "prompt-7"
 
 
 def test_pausing_a_reasoning_program_marks_it_until_its_request_completes():

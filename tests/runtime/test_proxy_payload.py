@@ -93,3 +93,29 @@ def test_context_estimate_is_exact_for_token_id_prompts():
     assert prepare(json.dumps({"prompt": list(range(300))}).encode(), None).estimate_tokens == 300
     raw = json.dumps({"messages": [{"role": "user", "content": "x" * 4000}]}).encode()
     assert prepare(raw, None).estimate_tokens == len(raw) // 4
+
+
+def test_group_id_comes_from_the_body_or_the_header_and_is_not_forwarded():
+    body = json.dumps({"model": "m", "messages": [], "program_id": "p", "group_id": "g", "max_tokens": 32}).encode()
+    prepared = prepare(body, None)
+    assert (prepared.group_id, prepared.max_tokens) == ("g", 32)
+    assert "group_id" not in json.loads(prepared.body)
+    from_header = prepare(json.dumps({"model": "m", "max_completion_tokens": 8}).encode(), "p",
+                          header_group_id="g2")
+    assert (from_header.group_id, from_header.max_tokens) == ("g2", 8)
+
+
+@pytest.mark.parametrize("body, header, message", [
+    ({"program_id": "p", "group_id": "a"}, "b", "differs from X-Program-Group"),
+    ({"program_id": "p", "group_id": ["a"]}, None, "group_id must be a string"),
+    ({"group_id": "a"}, None, "group_id needs a program_id"),
+])
+def test_bad_group_ids_are_rejected_by_name(body, header, message):
+    with pytest.raises(BadRequest, match=message) as caught:
+        prepare(json.dumps(body).encode(), None, header_group_id=header)
+    assert caught.value.param == "group_id"
+
+
+def test_a_max_tokens_that_is_not_a_positive_integer_is_left_to_the_backend():
+    assert prepare(json.dumps({"max_tokens": "many"}).encode(), None).max_tokens is None
+    assert prepare(json.dumps({"max_tokens": True}).encode(), None).max_tokens is None

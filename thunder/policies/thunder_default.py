@@ -87,6 +87,9 @@ class DefaultThunderConfig:
     aging_s: float = option(120.0, "a queued program's effective size is divided by 1 + wait / aging_s "
                                    "(math.inf: no aging)")
     max_wait_s: float = option(600.0, "a program queued this long goes first and room is made for it (s)")
+    restore_headroom: float = option(0.05, "restores leave this share of a backend's capacity free, so that "
+                                           "growth does not pause someone at once (hysteresis)")
+    restore_after_relief: bool = option(False, "allow restores onto a backend in the step that paused on it")
     group_weight: float = option(1.0, "weight of a rollout group's finished share in pause cost and restore "
                                       "order (0: groups ignored)")
 
@@ -103,6 +106,7 @@ class DefaultThunderConfig:
         require(self.aging_s > 0, "aging_s must be > 0 (math.inf disables aging)")
         require(self.max_wait_s >= 0, "max_wait_s must be >= 0 (math.inf disables the bound)")
         require(self.group_weight >= 0, "group_weight must be >= 0")
+        require(0 <= self.restore_headroom < 1, "restore_headroom must be in [0, 1)")
         require_choice("pause_rule", self.pause_rule, PAUSE_RULES)
 
 
@@ -111,12 +115,13 @@ class Ledger:
     marked for pause (they count as freed); ``resident`` keeps them (their request
     still runs, so their memory is not free for restores yet)."""
 
-    __slots__ = ("backend_id", "capacity_tokens", "check_tokens", "resident_tokens", "members", "_prefixes",
-                 "closed")
+    __slots__ = ("backend_id", "capacity_tokens", "headroom_tokens", "check_tokens", "resident_tokens", "members",
+                 "_prefixes", "closed")
 
-    def __init__(self, backend_id: BackendId, capacity_tokens: int) -> None:
+    def __init__(self, backend_id: BackendId, capacity_tokens: int, headroom_tokens: float = 0.0) -> None:
         self.backend_id = backend_id
         self.capacity_tokens = capacity_tokens
+        self.headroom_tokens = headroom_tokens
         self.check_tokens = 0.0
         self.resident_tokens = 0.0
         self.members: list[Program] = []
@@ -139,7 +144,8 @@ class Ledger:
 
     @property
     def room(self) -> float:
-        return self.capacity_tokens - self.resident_tokens
+        """Tokens a restore may still take here (capacity less what is resident and the headroom)."""
+        return self.capacity_tokens - self.headroom_tokens - self.resident_tokens
 
     def over(self) -> float:
         """Tokens the check is over capacity by (<= 0: within)."""
@@ -190,7 +196,9 @@ class DefaultThunderPolicy:
     def decide(self, view: ClusterView, trigger: Trigger) -> tuple[Decision, ...]:
         self._learn(view, trigger)
         now_s = view.now_s
-        ledgers = {b.backend_id: Ledger(b.backend_id, b.capacity_tokens) for b in view.backends if b.healthy}
+        headroom = self.config.restore_headroom
+        ledgers = {b.backend_id: Ledger(b.backend_id, b.capacity_tokens, headroom * b.capacity_tokens)
+                   for b in view.backends if b.healthy}
         queue: list[Program] = []
         decisions: list[Decision] = []
         for program in view.programs.values():
@@ -210,7 +218,10 @@ class DefaultThunderPolicy:
             if program.group_id is not None and program.program_id not in self._group_of:
                 self._join_group(program)
         for ledger in ledgers.values():
-            decisions.extend(self._relieve(ledger, now_s))
+            relief = self._relieve(ledger, now_s)
+            if relief and not self.config.restore_after_relief:
+                ledger.closed = True  # it was over its limit at the start of this step (the paper's gate)
+            decisions.extend(relief)
         if queue and ledgers:
             decisions.extend(self._restore(ledgers, queue, now_s))
         for decision in decisions:

@@ -13,8 +13,11 @@ tests drive it with a fake one.
 Live semantics (where the simulator knows more than a proxy can):
 * A program is REASONING while a request of it is in flight or held, and
   ACTING from the moment its response completed (``phase_since_s``).
-* ``context_tokens`` is prompt + completion tokens of its last response
-  (vLLM's ``usage``); before any response, the caller's estimate.
+* ``context_tokens`` counts the request ready or in flight: prompt +
+  completion tokens of the last response (vLLM's ``usage``, exact) plus what
+  the new request adds (its size estimate less the previous request's: the
+  tool's result), as the simulator counts the new prompt; before any
+  response, the caller's estimate. When the response arrives, its usage.
 * Several requests of one program may be in flight at once; a Pause of a
   reasoning program is applied when the last of them completes.
 """
@@ -25,7 +28,7 @@ import logging
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
-from thunder.applier import DecisionApplier
+from thunder.applier import DecisionApplier, checks_before_dispatch
 from thunder.cluster import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.policies.base import Policy
 from thunder.program import BackendId, Phase, Program, ProgramId, Status
@@ -74,16 +77,20 @@ class LiveCluster(DecisionApplier):
     # -- events reported by the proxy ------------------------------------------------
 
     def request_ready(self, program_id: ProgramId | None, estimate_tokens: int,
-                      tool: str | None = None) -> Ticket:
+                      tool: str | None = None, group_id: str | None = None,
+                      max_tokens: int | None = None) -> Ticket:
         """A client request arrived; registers its program if new and routes it.
         ``program_id=None`` makes a one-turn program, released when the request ends.
-        ``tool``: the tool the client will run after the response (optional hint)."""
+        ``tool``: the tool the client will run after the response (optional hint).
+        ``group_id``: the program's rollout group; ``max_tokens``: the request's output cap."""
         now = self.clock()
         self._request_ids += 1
         program = self.programs.get(program_id) if program_id is not None else None
         new = program is None
         if program is None:
             program = self._register(program_id, estimate_tokens, now)
+        if group_id is not None and program.group_id is None:
+            program.group_id = group_id
         view = self.views[program.program_id]
         was_acting = view.phase is Phase.ACTING
         if was_acting and program.last_step is not None:
@@ -91,12 +98,30 @@ class LiveCluster(DecisionApplier):
         ticket = Ticket(self._request_ids, program.program_id, view.steps_done, now, program.known_tokens,
                         tool=tool, owner=program)
         program.last_seen_s = now
+        changes: dict[str, Any] = {}
+        if program.known_tokens and was_acting:
+            # The new prompt: the last response's prompt (usage, exact) plus what this request
+            # adds to it (its estimate less the last one's: that answer and the tool's result),
+            # and never less than what the last response left.
+            added = estimate_tokens - program.known_estimate
+            changes["context_tokens"] = max(1, program.known_tokens, program.known_prompt_tokens + added)
         self._update(program.program_id, phase=Phase.REASONING, waiting=True,
-                     phase_since_s=now if was_acting or new else view.phase_since_s)
+                     phase_since_s=now if was_acting or new else view.phase_since_s,
+                     max_output_tokens=max_tokens, group_id=program.group_id, **changes)
+        ticket.estimate_tokens = estimate_tokens
+        trigger = Trigger(TriggerKind.ARRIVAL if new else TriggerKind.TOOL_DONE, program.program_id)
+        if (new or was_acting) and checks_before_dispatch(self.policy):
+            # The check sees the new prompt before the request goes anywhere; a restore in
+            # that step sends it, a pause keeps it held, else it is routed as usual.
+            program.held.append(ticket)
+            self.control(trigger)
+            if ticket in program.held and self._owner(ticket) is program:
+                program.held.remove(ticket)
+                self._route(program, ticket)
+            return ticket
         self._route(program, ticket)
         if new or was_acting:
-            kind = TriggerKind.ARRIVAL if new else TriggerKind.TOOL_DONE
-            self.control(Trigger(kind, program.program_id))
+            self.control(trigger)
         return ticket
 
     def _register(self, program_id: ProgramId | None, estimate_tokens: int, now: float) -> LiveProgram:
@@ -150,7 +175,9 @@ class LiveCluster(DecisionApplier):
                                    "tool": ticket.tool}
         if usage is not None:
             program.known_tokens = usage.prompt_tokens + usage.completion_tokens
+            program.known_estimate, program.known_prompt_tokens = ticket.estimate_tokens, usage.prompt_tokens
             changes["context_tokens"] = max(1, program.known_tokens)
+            changes["last_output_tokens"] = usage.completion_tokens
         if program.in_flight == 0 and not program.held:
             changes.update(phase=Phase.ACTING, phase_since_s=now, waiting=False)
         view = self._update(program.program_id, **changes)
@@ -321,7 +348,7 @@ class LiveCluster(DecisionApplier):
             "program_id": program.program_id, "arrived_s": program.arrived_s, "started_s": program.started_s,
             "finished_s": self.clock(), "steps": view.steps_done,
             "pauses": program.pauses, "restores": program.restores, "migrations": program.migrations,
-            "queue_s": program.queue_s, "last_backend": program.last_backend,
+            "queue_s": program.queue_s, "last_backend": program.last_backend, "group_id": program.group_id,
         })
 
     # -- records ----------------------------------------------------------------------

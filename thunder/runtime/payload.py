@@ -2,7 +2,7 @@
 
 A request body is parsed once, to find ``program_id`` (and whether it
 streams). It is re-serialised only when it must change: to strip the proxy's
-own fields (``program_id``, ``program_release``, ``tool_resources``), which
+own fields (``program_id``, ``program_release``, ``tool_resources``, ``group_id``), which
 vLLM would warn about, and to add ``stream_options.include_usage`` to a
 stream, without which a stream carries no token counts. Otherwise the
 client's bytes go out as they came.
@@ -25,6 +25,7 @@ from thunder.runtime.state import Usage
 PROGRAM_FIELD = "program_id"
 RELEASE_FIELD = "program_release"
 TOOL_RESOURCES_FIELD = "tool_resources"
+GROUP_FIELD = "group_id"
 _MAX_TOOL_RESOURCES = 64
 TAIL_BYTES = 16 * 1024  # usage plus what vLLM writes after it fits easily
 
@@ -49,6 +50,8 @@ class PreparedRequest:
     release: bool  # release the program once this response is complete
     estimate_tokens: int  # context size guess before any usage is known
     tool_resources: tuple[tuple[str, str], ...] = ()  # (kind, id) the client attaches to its program
+    group_id: str | None = None  # rollout group (body ``group_id`` or ``X-Program-Group``)
+    max_tokens: int | None = None  # the client's output cap, if it set one
 
 
 def _program_id(value: object, where: str) -> str:
@@ -60,7 +63,27 @@ def _program_id(value: object, where: str) -> str:
     return text
 
 
-def prepare(raw: bytes, header_program_id: str | None, header_release: bool = False) -> PreparedRequest:
+def _group_id(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRequest(f"{where} must be a string, got {type(value).__name__}", param=GROUP_FIELD)
+    text = str(value).strip()
+    if not text or len(text) > 256:
+        raise BadRequest(f"{where} must be 1 to 256 characters", param=GROUP_FIELD)
+    return text
+
+
+def _max_tokens(payload: dict) -> int | None:
+    """The output cap the client set (``max_completion_tokens`` or ``max_tokens``), if a
+    positive integer; anything else is left for the backend to judge."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def prepare(raw: bytes, header_program_id: str | None, header_release: bool = False,
+            header_group_id: str | None = None) -> PreparedRequest:
     """Parse a completion request body; raise ``BadRequest`` with a clear reason."""
     try:
         payload = json.loads(raw)
@@ -86,6 +109,14 @@ def prepare(raw: bytes, header_program_id: str | None, header_release: bool = Fa
         if not isinstance(flag, bool):
             raise BadRequest(f"{RELEASE_FIELD} must be true or false", param=RELEASE_FIELD)
         release = release or flag
+    group_id = _group_id(header_group_id, "X-Program-Group header") if header_group_id is not None else None
+    if GROUP_FIELD in payload:
+        from_body = _group_id(payload.pop(GROUP_FIELD), GROUP_FIELD)
+        changed = True
+        if group_id is not None and group_id != from_body:
+            raise BadRequest(f"group_id {from_body!r} in the body differs from X-Program-Group {group_id!r}",
+                             param=GROUP_FIELD)
+        group_id = from_body
     tool_resources: tuple[tuple[str, str], ...] = ()
     if TOOL_RESOURCES_FIELD in payload:
         tool_resources = _tool_resources(payload.pop(TOOL_RESOURCES_FIELD))
@@ -107,9 +138,12 @@ def prepare(raw: bytes, header_program_id: str | None, header_release: bool = Fa
         raise BadRequest(f"{RELEASE_FIELD} needs a program_id", param=RELEASE_FIELD)
     if tool_resources and program_id is None:
         raise BadRequest(f"{TOOL_RESOURCES_FIELD} needs a program_id", param=TOOL_RESOURCES_FIELD)
+    if group_id is not None and program_id is None:
+        raise BadRequest(f"{GROUP_FIELD} needs a program_id", param=GROUP_FIELD)
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() if changed else raw
     return PreparedRequest(body=body, program_id=program_id, stream=stream, release=release,
-                           estimate_tokens=estimate_tokens(payload, raw), tool_resources=tool_resources)
+                           estimate_tokens=estimate_tokens(payload, raw), tool_resources=tool_resources,
+                           group_id=group_id, max_tokens=_max_tokens(payload))
 
 
 def _tool_resources(value: object) -> tuple[tuple[str, str], ...]:

@@ -73,7 +73,8 @@ class Proxy:
             raw = await self._read_body(request)
             headers = request.headers
             prepared = prepare(raw, headers.get("X-Program-Id"),
-                               headers.get("X-Program-Release", "").lower() in _TRUE)
+                               headers.get("X-Program-Release", "").lower() in _TRUE,
+                               headers.get("X-Program-Group"))
         except BadRequest as exc:
             return error_response(exc.status, str(exc), "invalid_request_error", exc.param)
         if not self.cluster.any_healthy():
@@ -81,7 +82,8 @@ class Proxy:
         if prepared.tool_resources and prepared.program_id is not None:
             self.on_tool_resources(prepared.program_id, prepared.tool_resources)
         ticket = self.cluster.request_ready(prepared.program_id, prepared.estimate_tokens,
-                                            request.headers.get("X-Program-Tool"))
+                                            request.headers.get("X-Program-Tool"), group_id=prepared.group_id,
+                                            max_tokens=prepared.max_tokens)
         try:
             return await self._serve(request, ticket, prepared, started)
         finally:

@@ -21,7 +21,7 @@ STEP_COLUMNS = ("program_id", "step", "backend", "ready_s", "dispatched_s", "eng
                 "done_s", "prompt_tokens", "cached_tokens", "recompute_tokens", "output_tokens", "preemptions",
                 "tool", "tool_s")
 PROGRAM_COLUMNS = ("program_id", "arrived_s", "started_s", "finished_s", "steps", "pauses", "restores",
-                   "migrations", "queue_s", "last_backend")
+                   "migrations", "queue_s", "last_backend", "group_id")
 DECISION_COLUMNS = ("time_s", "action", "program_id", "backend", "reason")
 TABLES = {"steps": STEP_COLUMNS, "programs": PROGRAM_COLUMNS, "decisions": DECISION_COLUMNS}
 

@@ -43,6 +43,7 @@ class Ticket:
     hold_reason: str = ""
     tool: str | None = None  # the tool the client says follows this response, if it says
     owner: LiveProgram | None = None  # the program it belongs to (ids can be reused after release)
+    estimate_tokens: int = 0  # the request's size estimate (bytes / 4, or its token ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,9 @@ class LiveProgram:
     in_flight: int = 0
     held: list[Ticket] = field(default_factory=list)
     known_tokens: int = 0  # prompt + completion of the last response
+    known_estimate: int = 0  # the size estimate of the request that response answered
+    known_prompt_tokens: int = 0  # that response's prompt tokens
+    group_id: str | None = None  # rollout group, as the client named it
     last_step: dict[str, Any] | None = None
     last_backend: BackendId | None = None
     started_s: float | None = None
