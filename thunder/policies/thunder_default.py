@@ -87,6 +87,9 @@ class DefaultThunderConfig:
     aging_s: float = option(120.0, "a queued program's effective size is divided by 1 + wait / aging_s "
                                    "(math.inf: no aging)")
     max_wait_s: float = option(600.0, "a program queued this long goes first and room is made for it (s)")
+    aged_make_room: bool = option(True, "for a program past max_wait_s that fits nowhere, pause others to make "
+                                        "room (False: only stop restoring others onto the roomiest backend until "
+                                        "it fits)")
     restore_headroom: float = option(0.05, "restores leave this share of a backend's capacity free, so that "
                                            "growth does not pause someone at once (hysteresis)")
     restore_after_relief: bool = option(False, "allow restores onto a backend in the step that paused on it")
@@ -343,7 +346,12 @@ class DefaultThunderPolicy:
             index += 1
             target = self._place(ledgers, program)
             if target is None and program.program_id in aged_ids:
-                target = self._make_room(ledgers, program, now_s, decisions)
+                if config.aged_make_room:
+                    target = self._make_room(ledgers, program, now_s, decisions)
+                else:
+                    open_ledgers = [ledger for ledger in ledgers.values() if not ledger.closed]
+                    if open_ledgers:  # drain the roomiest backend for it: nothing else goes there
+                        max(open_ledgers, key=lambda ledger: (ledger.room, -ledger.backend_id)).closed = True
             if target is None:
                 continue
             decisions.append(Restore(program.program_id, target.backend_id))
