@@ -75,9 +75,11 @@ class Replica:
     def submit(self, request: Request) -> None:
         now = request.submitted_s = self.env.now
         delay = self.spec.request_overhead_s
-        if self.spec.frontend_s > 0:
-            # One front-end server, first come first served, constant service time.
-            self._frontend_free_s = max(now, self._frontend_free_s) + self.spec.frontend_s
+        service = self.spec.frontend_s + self.spec.frontend_per_prompt_token_s * request.prompt_tokens
+        if service > 0:
+            # One front-end server, first come first served; a fixed service time plus one
+            # per prompt token (templating and tokenizing the whole prompt).
+            self._frontend_free_s = max(now, self._frontend_free_s) + service
             delay += self._frontend_free_s - now
         if delay > 0:
             self.in_frontend += 1
@@ -350,6 +352,17 @@ class Replica:
                            request.shared_key, request.shared_blocks if request.holds_shared else 0)
         request.program_blocks_held = 0
         request.holds_shared = False
+        if self.spec.finish_s > 0:
+            self.env.process(self._deliver_after(request, self.spec.finish_s))
+        else:
+            self._deliver(request)
+
+    def _deliver_after(self, request: Request, delay_s: float):  # SimPy process
+        # The API server's last output processing (EngineSpec.finish_s); the engine goes on.
+        yield self.env.timeout(delay_s)
+        self._deliver(request)
+
+    def _deliver(self, request: Request) -> None:
         request.done_s = self.env.now
         if request.on_done is not None:
             request.on_done(request)

@@ -147,6 +147,17 @@ class EngineSpec:
     # sees it. Requests that finish in the same step queue there, which a constant
     # delay misses. 0 for the GPU presets; ``thunder calibrate`` measures it.
     frontend_s: float = 0.0
+    # Front-end service time per prompt token, added to ``frontend_s`` for each request: the
+    # API server renders the chat template and tokenizes the whole prompt on every call, so
+    # an agent's 20k-token history costs it on every step, cached or not. On GLM-4.5-FP8 /
+    # 8x H200 the time to first token grew by about 7 us per prompt token at a fixed number of
+    # new tokens (benchmarks/gpu_fidelity.py). 0 for every other preset.
+    frontend_per_prompt_token_s: float = 0.0
+    # Time from a request's last token to the client holding the whole response (the API
+    # server's last output processing: detokenizing, the tool-call parser, the final usage
+    # chunk); its blocks are free at once. On GLM-4.5-FP8 / 8x H200 a call's decode time was
+    # about 0.35 s longer than its tokens' steps at one worker (benchmarks/gpu_fidelity.py).
+    finish_s: float = 0.0
     # Admit a waiting request only if its whole prompt fits the free blocks, not just its
     # first prefill chunk: vLLM's ``scheduler_reserve_full_isl``, on by default in 0.32
     # (added in 2026). Without it a long prompt is admitted on its first chunk and
@@ -199,6 +210,12 @@ GLM_46_FP8 = ModelSpec(
     attention_heads=96, kv_heads=8, head_dim=128, weight_bytes_per_param=1.0,
     kv_bytes_per_element=2.0, routed_expert_params=336e9, experts=160, experts_per_token=8)
 
+# GLM-4.5: 3 dense + 89 MoE layers; routed experts 89 layers x 160 x (3 x 5120 x 1536) = 335.9B params.
+GLM_45_FP8 = ModelSpec(
+    name="GLM-4.5-FP8", total_params=355e9, active_params=32e9, layers=92,
+    attention_heads=96, kv_heads=8, head_dim=128, weight_bytes_per_param=1.0,
+    kv_bytes_per_element=2.0, routed_expert_params=89 * 160 * 3 * 5120 * 1536, experts=160, experts_per_token=8)
+
 LLAMA_31_8B = ModelSpec(
     name="Llama-3.1-8B", total_params=8.03e9, active_params=8.03e9, layers=32,
     attention_heads=32, kv_heads=8, head_dim=128, weight_bytes_per_param=2.0)
@@ -227,6 +244,61 @@ def _paper_preset() -> EngineSpec:
                  "active params, 160 routed experts (8 per token), FP8 weights; KV in BF16 (vLLM default dtype)",
         "setup": "the paper's main setup: GLM-4.6-FP8, TP8 on one 8xH100 node (section 5.1)",
         "overhead": "4 ms per step for TP8 scheduling + all-reduce (assumed)",
+    })
+
+
+H200_SXM = dict(
+    memory_bytes_each=141e9,  # H200 SXM 141 GB HBM3e (NVIDIA H200 datasheet)
+    hbm_bytes_per_s_each=4.8e12,  # datasheet: 4.8 TB/s
+    peak_flops_each=1979e12,  # datasheet: 1,979 TFLOP/s dense FP8 (3,958 with sparsity), as the H100 SXM
+)
+
+_GLM45_H200_SOURCES = {
+    **_COMMON_SOURCES,
+    "gpu": "NVIDIA H200 SXM datasheet: 141 GB HBM3e, 4.8 TB/s, 1,979 TFLOP/s dense FP8",
+    "model": "GLM-4.5 (zai-org/GLM-4.5 README: 355B total / 32B active params; its public training "
+             "config: 92 layers = 3 dense + 89 MoE, hidden 5120, 96 heads, 8 KV heads, head_dim 128, "
+             "160 routed experts of 1536 (8 per token) + 1 shared), FP8 weights; KV in BF16 (vLLM default)",
+    "setup": "the recorded SWE-agent runs: vLLM serving GLM-4.5-FP8 on one node of 8x H200, TP8 (assumed: "
+             "one engine over the node), shared/data/agent-runs/swe-agent-glm45-h200",
+    "block_size": "16 (vLLM default on CUDA); max_num_batched_tokens 8192 (vLLM's default for the OpenAI "
+                  "server; the runs do not record it, assumed); max_num_seqs 256 (never binds at 32 workers)",
+}
+
+
+def glm45_h200_datasheet() -> EngineSpec:
+    """GLM-4.5-FP8 on 8x H200 from datasheet numbers alone (the roofline, 4 ms per step assumed):
+    the model every GPU preset had before it was checked against a real GPU."""
+    gpu = GpuSpec("H200-SXM", 8, **H200_SXM)
+    return _gpu_preset("8xh200-glm45-datasheet", gpu, GLM_45_FP8, overhead_s=0.004, sources={
+        **_GLM45_H200_SOURCES, "overhead": "4 ms per step for TP8 scheduling + all-reduce (assumed)"})
+
+
+# Fitted by benchmarks/gpu_fidelity.py on the 1-worker runs only (5 runs, 205 calls); the
+# 32-worker runs are the check (docs/fidelity.md, "Against a real GPU").
+GLM45_H200_FIT = dict(frontend_s=0.03241, frontend_per_prompt_token_s=2.921e-06,
+                      overhead_s=0.0177, per_prefill_token_s=4.69e-05,
+                      per_context_token_s=0.0, per_prefill_pair_s=0.0,
+                      finish_s=0.2877)
+
+
+def _glm45_h200_preset() -> EngineSpec:
+    base = glm45_h200_datasheet()
+    fit = GLM45_H200_FIT
+    step = replace(base.step_time, overhead_s=fit["overhead_s"], per_prefill_token_s=fit["per_prefill_token_s"],
+                   per_context_token_s=fit["per_context_token_s"], per_prefill_pair_s=fit["per_prefill_pair_s"])
+    return replace(base, name="8xh200-glm45", step_time=step, frontend_s=fit["frontend_s"],
+                   frontend_per_prompt_token_s=fit["frontend_per_prompt_token_s"], finish_s=fit["finish_s"], sources={
+        **base.sources,
+        "overhead": "fitted (benchmarks/gpu_fidelity.py, 1-worker runs): "
+                    f"{fit['overhead_s'] * 1e3:.1f} ms per step (TP8 all-reduces, kernel launches, scheduling)",
+        "step_time": "roofline (datasheet, MFU/MBU as assumed) plus fitted linear terms on the 1-worker runs: "
+                     f"per context token read {fit['per_context_token_s']:.3g} s (decode attention), per prefill "
+                     f"token {fit['per_prefill_token_s']:.3g} s, per prefill pair {fit['per_prefill_pair_s']:.3g} s",
+        "frontend": f"fitted: {fit['frontend_s'] * 1e3:.1f} ms per request + "
+                    f"{fit['frontend_per_prompt_token_s'] * 1e6:.2f} us per prompt token (template and tokenizer), "
+                    f"one first-come-first-served API server; {fit['finish_s'] * 1e3:.0f} ms from the last token "
+                    "to the whole response (final output processing)",
     })
 
 
@@ -280,6 +352,7 @@ def _bundled_profile(file_name: str) -> Callable[[], EngineSpec]:
 
 PRESETS: dict[str, Callable[[], EngineSpec]] = {
     "paper-8xh100-glm46": _paper_preset,
+    "8xh200-glm45": _glm45_h200_preset,
     "h100-llama8b": _h100_8b_preset,
     "rtx5090-qwen3-8b": _rtx5090_qwen3_8b_preset,
     "tiny-cpu": _tiny_cpu_preset,
@@ -308,7 +381,9 @@ def profile_to_dict(spec: EngineSpec) -> dict[str, Any]:
     return {"name": spec.name, "num_blocks": spec.num_blocks, "block_size": spec.block_size,
             "max_num_seqs": spec.max_num_seqs, "max_num_batched_tokens": spec.max_num_batched_tokens,
             "step_time": step, "request_overhead_s": spec.request_overhead_s,
-            "frontend_s": spec.frontend_s, "admit_full_prompt": spec.admit_full_prompt, "sources": spec.sources}
+            "frontend_s": spec.frontend_s, "frontend_per_prompt_token_s": spec.frontend_per_prompt_token_s,
+            "finish_s": spec.finish_s,
+            "admit_full_prompt": spec.admit_full_prompt, "sources": spec.sources}
 
 
 def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSpec:
@@ -322,6 +397,8 @@ def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSp
                           step_time=step, sources=dict(data.get("sources", {})),
                           request_overhead_s=float(data.get("request_overhead_s", 0.0)),
                           frontend_s=float(data.get("frontend_s", 0.0)),
+                          frontend_per_prompt_token_s=float(data.get("frontend_per_prompt_token_s", 0.0)),
+                          finish_s=float(data.get("finish_s", 0.0)),
                           admit_full_prompt=_flag(data.get("admit_full_prompt", False), "admit_full_prompt"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{source}: invalid engine profile: {exc}") from exc
