@@ -50,7 +50,7 @@ from thunder.converters.report import ReportBuilder
 from thunder.converters.swe_agent_profile import convert, read_runs
 from thunder.policies.registry import make_policy
 from thunder.sim.calibration import _FeatureClock  # the feature-recording clock thunder calibrate fits with
-from thunder.sim.hardware import EngineSpec, StepTimeModel, glm45_h200_datasheet, load_engine_spec
+from thunder.sim.hardware import MBU, EngineSpec, StepTimeModel, glm45_h200_datasheet, load_engine_spec
 from thunder.sim.run import SimConfig, simulate
 from thunder.trace import EnvSpec, TraceProgram
 
@@ -62,6 +62,9 @@ PRESET = "8xh200-glm45"
 FIT_TERMS = ("frontend_s", "frontend_per_prompt_token_s", "overhead_s", "per_prefill_token_s",
              "per_context_token_s", "per_prefill_pair_s", "finish_s")
 OUTLIER = 1.0  # a call measured over twice the fit's prediction is left out of the next round
+# Candidate usable fractions of HBM bandwidth for streaming weights (the KV keeps the preset's MBU):
+# a grid, since the step's roofline is not linear in it; NNLS fits the linear terms at each.
+WEIGHT_EFFICIENCIES = tuple(float(v) for v in np.round(np.geomspace(0.02, 0.7, 37), 4))
 FRONT_END_TERMS = ("frontend_s", "frontend_per_prompt_token_s", "finish_s")  # EngineSpec, not the step model
 
 
@@ -72,10 +75,15 @@ class Batch:
     runs: tuple[ProfileRun, ...]
     programs: tuple[TraceProgram, ...]  # the converted trace, in start order
 
-    def replay(self) -> tuple[TraceProgram, ...]:
-        """The programs with every recorded wait between calls as acting time (see the docstring)."""
+    def replay(self, outputs: dict[tuple[str, int], int] | None = None) -> tuple[TraceProgram, ...]:
+        """The programs with every recorded wait between calls as acting time (see the docstring);
+        ``outputs`` replaces the output tokens of the (program, step) it names."""
         out = []
         for run, program in zip(self.runs, self.programs, strict=True):
+            if outputs:
+                program = replace(program, steps=tuple(
+                    replace(t, output_tokens=outputs.get((program.program_id, i), t.output_tokens))
+                    for i, t in enumerate(program.steps)))
             steps = run.steps
             acting = [(s.tool_s or 0.0) + s.agent_s + (sum(steps[i + 1].hidden_calls_s) if i + 1 < len(steps) else 0)
                       for i, s in enumerate(steps)]
@@ -125,12 +133,16 @@ def _metrics(ttft: Sequence[float], tpot: Sequence[float], llm: Sequence[float],
 # -- the simulated side --------------------------------------------------------------
 
 
-def simulated_metrics(batch: Batch, spec: EngineSpec) -> dict[str, Any]:
+def simulated_metrics(batch: Batch, spec: EngineSpec,
+                      outputs: dict[tuple[str, int], int] | None = None) -> dict[str, Any]:
+    """The replay's metrics; TPOT per recorded output token, as the real side counts it."""
     config = SimConfig(parallel=batch.workers, env_setup=True)
-    outcome = simulate(batch.replay(), make_policy("vllm"), spec, config, policy_name="vllm")
+    outcome = simulate(batch.replay(outputs), make_policy("vllm"), spec, config, policy_name="vllm")
     rows = outcome.cluster.records.steps
+    counted = {(p.program_id, i): t.output_tokens for p in batch.programs for i, t in enumerate(p.steps)}
     ttft = [r["first_token_s"] - r["dispatched_s"] for r in rows]
-    tpot = [(r["done_s"] - r["first_token_s"]) / (r["output_tokens"] - 1) for r in rows if r["output_tokens"] > 1]
+    tpot = [(r["done_s"] - r["first_token_s"]) / (n - 1) for r in rows
+            if (n := counted[(r["program_id"].split("#")[0], r["step"])]) > 1]
     llm = [r["done_s"] - r["ready_s"] for r in rows]
     return _metrics(ttft, tpot, llm, outcome.end_s, len(rows))
 
@@ -138,9 +150,9 @@ def simulated_metrics(batch: Batch, spec: EngineSpec) -> dict[str, Any]:
 # -- the fit (1-worker runs only) ------------------------------------------------------
 
 
-def fit_coefficients(batch: Batch, datasheet: EngineSpec) -> tuple[dict[str, float], dict[str, float]]:
-    """The free coefficients from one-worker runs, and the fit's median |relative error| on TTFT and
-    decode time."""
+def fit_coefficients(batch: Batch, datasheet: EngineSpec) -> tuple[dict[str, float], dict[str, Any]]:
+    """The free coefficients from one-worker runs, and the fit's quality (median |relative error| on
+    TTFT and decode time, the calls left out)."""
     if batch.workers != 1:
         raise ValueError("the fit reads each call's steps alone: one worker only")
     clock = _FeatureClock()
@@ -149,21 +161,55 @@ def fit_coefficients(batch: Batch, datasheet: EngineSpec) -> tuple[dict[str, flo
     outcome = simulate(batch.programs, make_policy("vllm"), geometry,
                        SimConfig(parallel=1, tool_time_scale=0.0), policy_name="vllm")
     rows = np.array(clock.rows)  # each step lasts 1 s: row i is the step over [i, i + 1)
-    roof = np.array([_roofline(datasheet.step_time, r) for r in rows])
     calls = {(r.instance_id, i): s.call for r in batch.runs for i, s in enumerate(r.steps)}
-    design, target, real = [], [], []
+    spans = []  # per call: (its record's calls entry, prefill rows, decode rows)
     for rec in outcome.cluster.records.steps:
-        call = calls[(rec["program_id"], rec["step"])]
         first, admitted, done = (int(round(rec[k])) for k in ("first_token_s", "admitted_s", "done_s"))
-        pre = rows[admitted:first]
+        spans.append((calls[(rec["program_id"], rec["step"])], slice(admitted, first), slice(first, done)))
+    peak = datasheet.step_time.bytes_per_s / MBU
+    grid = []
+    for efficiency in WEIGHT_EFFICIENCIES:
+        roof = _roofline(datasheet.step_time, rows, peak * efficiency)
+        coefficients, quality, loss = _fit_linear_part(spans, rows, roof)
+        grid.append((loss, efficiency, {**coefficients, "weight_bytes_per_s": peak * efficiency}, quality))
+    loss, efficiency, best, quality = min(grid, key=lambda g: g[0])
+    # How well one worker's calls pin the weight-streaming rate down: every efficiency whose
+    # loss is within 10% of the best fits about as well (the sensitivity rows of the report).
+    near = [(e, c) for l, e, c, _ in grid if l <= 1.1 * loss]
+    return best, {**quality, "weight_efficiency": efficiency, "loss": loss,
+                  "near_best": [{"weight_efficiency": e, "coefficients": c} for e, c in near],
+                  "fastest_prefill_bound": _fastest_prefill_bound(spans, rows, datasheet, peak)}
+
+
+def _fastest_prefill_bound(spans: list[tuple[Any, slice, slice]], rows: np.ndarray, datasheet: EngineSpec,
+                           peak_bytes_per_s: float) -> float:
+    """The lowest weight-streaming efficiency the fastest first tokens allow: a call's TTFT
+    holds at least its prefill steps' expert reads."""
+    model = datasheet.step_time.model
+    assert model is not None
+    bound = 0.0
+    for call, pre_span, _ in spans:
+        pre = rows[pre_span]
+        weights = sum(model.weight_bytes_read(float(p + d)) for p, d in zip(pre[:, 1], pre[:, 2]))
+        bound = max(bound, weights / call.ttft_s / peak_bytes_per_s)
+    return bound
+
+
+def _fit_linear_part(spans: list[tuple[Any, slice, slice]], rows: np.ndarray,
+                     roof: np.ndarray) -> tuple[dict[str, float], dict[str, Any], float]:
+    """NNLS for the linear terms given each step's roofline time; returns them, the quality and
+    the loss (weighted squared error over the calls kept)."""
+    design, target, real = [], [], []
+    for call, pre_span, dec_span in spans:
+        pre = rows[pre_span]
         # frontend_s, per prompt token, overhead, prefill tokens, context, pairs, finish_s
         design.append([1.0, call.input_tokens, len(pre), pre[:, 1].sum(), pre[:, 3].sum(), pre[:, 4].sum(), 0.0])
-        target.append(call.ttft_s - roof[admitted:first].sum())
+        target.append(call.ttft_s - roof[pre_span].sum())
         real.append(call.ttft_s)
-        if done > first:  # the decode steps after the first token, then the finish
-            dec = rows[first:done]
+        dec = rows[dec_span]
+        if len(dec):  # the decode steps after the first token, then the finish
             design.append([0.0, 0.0, len(dec), 0.0, dec[:, 3].sum(), 0.0, 1.0])
-            target.append(call.decode_s - roof[first:done].sum())
+            target.append(call.decode_s - roof[dec_span].sum())
             real.append(call.decode_s)
     a, b, measured = np.array(design), np.array(target), np.array(real)
     weight = 1.0 / np.maximum(measured, 1e-3)  # relative error: TTFT and decode time differ tenfold
@@ -178,19 +224,28 @@ def fit_coefficients(batch: Batch, datasheet: EngineSpec) -> tuple[dict[str, flo
     is_ttft = a[:, 0] == 1.0
     error = np.abs(a @ x - b) / measured
     left_out = ~keep & ~is_ttft
-    excess = float(np.sum((b - a @ x)[left_out]))
-    quality: dict[str, float | int] = {"decode_left_out": int(left_out.sum()), "ttft_left_out": int((~keep & is_ttft).sum()),
-               "left_out_excess_s": excess,
-                                       "ttft_median_abs_rel_error": float(np.median(error[is_ttft])),
-               "decode_median_abs_rel_error": float(np.median(error[~is_ttft & keep])), "calls": int(is_ttft.sum())}
-    return dict(zip(FIT_TERMS, (float(v) for v in x))), quality
+    quality: dict[str, Any] = {
+        "decode_left_out": int(left_out.sum()), "ttft_left_out": int((~keep & is_ttft).sum()),
+        "left_out_excess_s": float(np.sum((b - a @ x)[left_out])),
+        "ttft_median_abs_rel_error": float(np.median(error[is_ttft])),
+        "decode_median_abs_rel_error": float(np.median(error[~is_ttft & keep])), "calls": int(is_ttft.sum())}
+    # Truncated squared relative error over every call: comparable across the grid whatever it leaves out.
+    loss = float(np.sum(np.minimum(error, OUTLIER) ** 2))
+    return dict(zip(FIT_TERMS, (float(v) for v in x))), quality, loss
 
 
-def _roofline(step: StepTimeModel, row: np.ndarray) -> float:
-    """The preset's roofline part of one recorded step (its linear terms are what the fit finds)."""
-    _, prefill, decode, context, pairs, _ = row
-    bare = StepTimeModel(flops_per_s=step.flops_per_s, bytes_per_s=step.bytes_per_s, model=step.model)
-    return bare.step_s(int(prefill), float(pairs), int(decode), int(context))
+def _roofline(step: StepTimeModel, rows: np.ndarray, weight_bytes_per_s: float) -> np.ndarray:
+    """The roofline part of each recorded step (the linear terms are what the fit finds), with
+    weights streamed at ``weight_bytes_per_s`` and KV at the preset's rate."""
+    model = step.model
+    assert model is not None
+    prefill, decode, context, pairs = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
+    batch = prefill + decode
+    weights = np.array([model.weight_bytes_read(float(n)) for n in batch])
+    flops = 2.0 * model.active_params * batch + 4.0 * model.layers * model.attention_heads * model.head_dim * (
+        pairs + context)
+    memory = weights / weight_bytes_per_s + model.kv_bytes_per_token * (context + prefill) / step.bytes_per_s
+    return np.maximum(flops / step.flops_per_s, memory)
 
 
 def with_fit(datasheet: EngineSpec, fit: dict[str, float]) -> EngineSpec:
@@ -230,10 +285,26 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {label} | {r:.3g} | " + " | ".join(cells) + " |")
     fit = results["fit"]
     lines.append("\nfitted on bs1: " + ", ".join(f"{k} {v:.4g}" for k, v in fit["coefficients"].items())
+                 + f"; weights streamed at {fit['quality']['weight_efficiency']:.1%} of HBM bandwidth"
                  + f"; median |rel. error| TTFT {fit['quality']['ttft_median_abs_rel_error']:.1%}, "
                    f"decode time {fit['quality']['decode_median_abs_rel_error']:.1%} over {fit['quality']['calls']} calls; "
                    f"left out: {fit['quality']['decode_left_out']} decode times (their time beyond the fit: "
                    f"{fit['quality']['left_out_excess_s']:.0f} s), {fit['quality']['ttft_left_out']} TTFTs")
+    real = results["batches"][-1]["real"]
+    q = fit["quality"]
+    lines.append(f"\none worker's calls fit about as well (loss within 10% of the best) with weights streamed at "
+                 f"{q['near_best'][0]['weight_efficiency']:.1%} to {q['near_best'][-1]['weight_efficiency']:.1%} "
+                 f"of HBM bandwidth; the fastest first token allows no less than "
+                 f"{q['fastest_prefill_bound']:.1%}. {results['batches'][-1]['name']} under each:")
+    lines += ["| weight efficiency | TPOT p50, ms | err | steps/min | err | with inferred tokens: TPOT p50, ms "
+              "| err | steps/min | err |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in results["sensitivity"]:
+        cells = [f"{row['weight_efficiency']:.1%}"]
+        for tpot, rate in ((row["tpot_p50_s"], row["steps_per_min"]),
+                           (row["inferred_tpot_p50_s"], row["inferred_steps_per_min"])):
+            cells += [f"{tpot * 1e3:.3g}", f"{(tpot - real['tpot_s']['p50']) / real['tpot_s']['p50']:+.0%}",
+                      f"{rate:.3g}", f"{(rate - real['steps_per_min']) / real['steps_per_min']:+.0%}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -248,7 +319,66 @@ def run(root: Path) -> dict[str, Any]:
         out["batches"].append({"name": batch.name, "workers": batch.workers, "runs": len(batch.runs),
                                "real": real_metrics(batch),
                                "sim": {name: simulated_metrics(batch, spec) for name, spec in models.items()}})
+    fitted = models["fitted here"]
+    for entry, batch in zip(out["batches"], batches):
+        outputs = inferred_outputs(batch, fitted)
+        counted = sum(t.output_tokens for p in batch.programs for t in p.steps)
+        entry["inferred"] = {"calls": len(outputs), "counted_output_tokens": counted,
+                             "inferred_output_tokens": counted + _added(batch, outputs)}
+        entry["sim"]["fitted here, inferred tokens"] = simulated_metrics(batch, fitted, outputs)
+    out["models"].append("fitted here, inferred tokens")
+    out["sensitivity"] = sensitivity(batches[-1], datasheet, quality["near_best"])
     return out
+
+
+def inferred_outputs(batch: Batch, spec: EngineSpec) -> dict[tuple[str, int], int]:
+    """Output tokens for the calls whose decode took over twice what their recorded tokens allow.
+
+    A diagnostic of the workload, not a prediction: it reads the real timings. The time per
+    token a call should have had is the median of the calls decoding alongside it (their own
+    recorded TPOT after the finish delay), or with one worker the model's one-sequence step; a
+    call that decoded for more than twice that per recorded token is given the tokens its
+    decode time holds at that rate. Needs the calls' first_chunk_timestamp with more than one worker."""
+    calls = [(run.instance_id, i, s.call, run.steps[i]) for run in batch.runs for i, s in enumerate(run.steps)]
+    finish = spec.finish_s
+    per_token = np.array([max(c.decode_s - finish, 0.0) / max(c.output_tokens - 1, 1) for _, _, c, _ in calls])
+    windows = np.array([(c.first_chunk_at_s or 0.0, (c.first_chunk_at_s or 0.0) + c.decode_s)
+                        for _, _, c, _ in calls])
+    inferred: dict[tuple[str, int], int] = {}
+    for k, (program_id, step, call, _) in enumerate(calls):
+        if call.output_tokens < 2:
+            continue
+        if batch.workers == 1:
+            reference = spec.step_time.step_s(0, 0.0, 1, call.input_tokens)
+        else:
+            if call.first_chunk_at_s is None:
+                raise ValueError(f"{program_id} step {step}: no first_chunk_timestamp to place the call in time")
+            start, end = windows[k]
+            overlap = (windows[:, 0] < end) & (windows[:, 1] > start)
+            reference = float(np.median(per_token[overlap]))
+        if per_token[k] > (1 + OUTLIER) * reference:
+            inferred[(program_id, step)] = int(round(max(call.decode_s - finish, 0.0) / reference)) + 1
+    return inferred
+
+
+def _added(batch: Batch, outputs: dict[tuple[str, int], int]) -> int:
+    recorded = {(p.program_id, i): t.output_tokens for p in batch.programs for i, t in enumerate(p.steps)}
+    return sum(n - recorded[key] for key, n in outputs.items())
+
+
+def sensitivity(batch: Batch, datasheet: EngineSpec, near_best: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last batch's TPOT and steps/min under each weight-streaming efficiency the one-worker
+    fit cannot tell from the best (about every third, and the ends)."""
+    picks = near_best[::3] + ([near_best[-1]] if (len(near_best) - 1) % 3 else [])
+    rows = []
+    for pick in picks:
+        spec = with_fit(datasheet, pick["coefficients"])
+        sim = simulated_metrics(batch, spec)
+        inferred = simulated_metrics(batch, spec, inferred_outputs(batch, spec))
+        rows.append({"weight_efficiency": pick["weight_efficiency"], "tpot_p50_s": sim["tpot_s"]["p50"],
+                     "steps_per_min": sim["steps_per_min"], "inferred_tpot_p50_s": inferred["tpot_s"]["p50"],
+                     "inferred_steps_per_min": inferred["steps_per_min"]})
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

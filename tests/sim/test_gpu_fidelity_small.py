@@ -21,7 +21,7 @@ def test_small_mode_end_to_end(tmp_path: Path, capsys) -> None:
     bs1, bs32 = results["batches"]
     assert (bs1["runs"], bs1["real"]["steps"], bs32["runs"], bs32["real"]["steps"]) == (2, 57, 3, 84)
     for batch in results["batches"]:
-        assert set(batch["sim"]) == {"datasheet", "fitted here", "8xh200-glm45"}
+        assert set(batch["sim"]) == {"datasheet", "fitted here", "8xh200-glm45", "fitted here, inferred tokens"}
         for metrics in batch["sim"].values():
             assert metrics["steps"] == batch["real"]["steps"]  # every recorded call replayed
     fit = results["fit"]

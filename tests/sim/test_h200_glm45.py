@@ -35,9 +35,14 @@ def test_decode_step_by_hand() -> None:
     # one sequence over 10,000 tokens of context: memory bound.
     # weights: 19,036,249,600 dense + 5% of 335,963,750,400 routed (8 of 160 experts) = 35,834,437,120 B
     # KV: 10,000 x 376,832 = 3,768,320,000 B; at 8 x 4.8 TB/s x 0.7 = 26.88 TB/s -> 1.473317 ms
-    roofline = (35_834_437_120 + 3_768_320_000) / 26.88e12
-    assert spec.step_time.step_s(0, 0.0, 1, 10_000) == pytest.approx(spec.step_time.overhead_s + roofline, rel=1e-9)
-    assert glm45_h200_datasheet().step_time.step_s(0, 0.0, 1, 10_000) == pytest.approx(0.004 + roofline, rel=1e-9)
+    datasheet = (35_834_437_120 + 3_768_320_000) / 26.88e12
+    assert glm45_h200_datasheet().step_time.step_s(0, 0.0, 1, 10_000) == pytest.approx(0.004 + datasheet, rel=1e-9)
+    # the preset streams weights at its fitted rate (11.05 TB/s) and KV at the datasheet's: 15.79 ms fixed
+    step = spec.step_time
+    assert step.weight_bytes_per_s == 11.05e12 and step.overhead_s == 0.01579
+    fitted = 35_834_437_120 / 11.05e12 + 3_768_320_000 / 26.88e12
+    assert step.step_s(0, 0.0, 1, 10_000) == pytest.approx(0.01579 + fitted, rel=1e-9)
+    assert step.decode_run_s(1, 10_000, 1)[0] == pytest.approx(0.01579 + fitted, rel=1e-9)
 
 
 def test_prefill_step_by_hand() -> None:

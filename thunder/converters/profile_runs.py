@@ -50,6 +50,7 @@ class ProfileCall:
     ttft_s: float  # request sent to first streamed chunk
     decode_s: float  # first chunk to the last
     llm_s: float  # the whole call
+    first_chunk_at_s: float | None = None  # epoch seconds of the first chunk (first_chunk_timestamp), if recorded
 
     @property
     def tpot_s(self) -> float | None:
@@ -131,7 +132,9 @@ def read_calls(path: Path) -> dict[int, ProfileCall]:
             step=step, input_tokens=_int(path, line, obj, "input_tokens", 1),
             output_tokens=_int(path, line, obj, "output_tokens", 0),
             ttft_s=_seconds(path, line, obj, "prefill_time"), decode_s=_seconds(path, line, obj, "decode_time"),
-            llm_s=_seconds(path, line, obj, "llm_reasoning_time"))
+            llm_s=_seconds(path, line, obj, "llm_reasoning_time"),
+            first_chunk_at_s=_seconds(path, line, obj, "first_chunk_timestamp") if "first_chunk_timestamp" in obj
+            else None)
     return calls
 
 

@@ -92,6 +92,12 @@ class StepTimeModel:
     flops_per_s: float = 0.0  # usable (peak x efficiency); 0 disables the roofline part
     bytes_per_s: float = 0.0
     model: ModelSpec | None = None
+    # Usable rate for streaming weights, where it differs from KV reads; 0: ``bytes_per_s``.
+    # On GLM-4.5-FP8 / 8x H200 the fused MoE kernels read the experts a batch touches at a small
+    # fraction of HBM bandwidth: a prefill step (every expert touched) took over 100 ms against
+    # 20 ms for a one-sequence decode step, while decode barely slowed with 60k tokens of context
+    # (benchmarks/gpu_fidelity.py fits it on one worker's calls).
+    weight_bytes_per_s: float = 0.0
 
     def _attention_flops(self, query_tokens: float, key_tokens: float) -> float:
         m = self.model
@@ -110,10 +116,15 @@ class StepTimeModel:
             batch = prefill_tokens + decode_seqs
             flops = (2.0 * self.model.active_params * batch
                      + self._attention_flops(1.0, prefill_attention_pairs + context_tokens))
-            memory = self.model.weight_bytes_read(batch) + self.model.kv_bytes_per_token * (
-                context_tokens + prefill_tokens)
-            t += max(flops / self.flops_per_s, memory / self.bytes_per_s)
+            kv = self.model.kv_bytes_per_token * (context_tokens + prefill_tokens)
+            t += max(flops / self.flops_per_s, self._memory_s(self.model.weight_bytes_read(batch), kv))
         return t
+
+    def _memory_s(self, weight_bytes: Any, kv_bytes: Any) -> Any:
+        """Seconds to stream the weights and the KV (floats or arrays)."""
+        if self.weight_bytes_per_s:
+            return weight_bytes / self.weight_bytes_per_s + kv_bytes / self.bytes_per_s
+        return (weight_bytes + kv_bytes) / self.bytes_per_s
 
     def decode_run_s(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
         """Durations of ``steps`` pure-decode steps; the context grows by ``decode_seqs`` each."""
@@ -122,8 +133,8 @@ class StepTimeModel:
         if self.flops_per_s and self.model is not None:
             m = self.model
             flops = 2.0 * m.active_params * decode_seqs + self._attention_flops(1.0, 1.0) * context
-            memory = m.weight_bytes_read(decode_seqs) + m.kv_bytes_per_token * context
-            t = t + np.maximum(flops / self.flops_per_s, memory / self.bytes_per_s)
+            memory = self._memory_s(m.weight_bytes_read(decode_seqs), m.kv_bytes_per_token * context)
+            t = t + np.maximum(flops / self.flops_per_s, memory)
         return t
 
 
@@ -276,22 +287,26 @@ def glm45_h200_datasheet() -> EngineSpec:
 
 # Fitted by benchmarks/gpu_fidelity.py on the 1-worker runs only (5 runs, 205 calls); the
 # 32-worker runs are the check (docs/fidelity.md, "Against a real GPU").
-GLM45_H200_FIT = dict(frontend_s=0.03241, frontend_per_prompt_token_s=2.921e-06,
-                      overhead_s=0.0177, per_prefill_token_s=4.69e-05,
+GLM45_H200_FIT = dict(frontend_s=0.01185, frontend_per_prompt_token_s=3.039e-06,
+                      overhead_s=0.01579, per_prefill_token_s=5.313e-05,
                       per_context_token_s=0.0, per_prefill_pair_s=0.0,
-                      finish_s=0.2877)
+                      finish_s=0.2877, weight_bytes_per_s=11050000000000.0)
 
 
 def _glm45_h200_preset() -> EngineSpec:
     base = glm45_h200_datasheet()
     fit = GLM45_H200_FIT
     step = replace(base.step_time, overhead_s=fit["overhead_s"], per_prefill_token_s=fit["per_prefill_token_s"],
-                   per_context_token_s=fit["per_context_token_s"], per_prefill_pair_s=fit["per_prefill_pair_s"])
+                   per_context_token_s=fit["per_context_token_s"], per_prefill_pair_s=fit["per_prefill_pair_s"],
+                   weight_bytes_per_s=fit["weight_bytes_per_s"])
     return replace(base, name="8xh200-glm45", step_time=step, frontend_s=fit["frontend_s"],
                    frontend_per_prompt_token_s=fit["frontend_per_prompt_token_s"], finish_s=fit["finish_s"], sources={
         **base.sources,
         "overhead": "fitted (benchmarks/gpu_fidelity.py, 1-worker runs): "
                     f"{fit['overhead_s'] * 1e3:.1f} ms per step (TP8 all-reduces, kernel launches, scheduling)",
+        "weights": f"fitted: weights streamed at {fit['weight_bytes_per_s'] / 1e12:.2f} TB/s "
+                   f"({fit['weight_bytes_per_s'] / (8 * 4.8e12):.1%} of the 8 GPUs' HBM bandwidth; KV reads keep MBU "
+                   f"{MBU}): the fused MoE kernels; one worker's calls bound it only loosely (docs/fidelity.md)",
         "step_time": "roofline (datasheet, MFU/MBU as assumed) plus fitted linear terms on the 1-worker runs: "
                      f"per context token read {fit['per_context_token_s']:.3g} s (decode attention), per prefill "
                      f"token {fit['per_prefill_token_s']:.3g} s, per prefill pair {fit['per_prefill_pair_s']:.3g} s",
