@@ -93,3 +93,17 @@ def test_env_setup_holds_the_worker_before_the_first_call() -> None:
         outcome = simulate(programs, make_policy("vllm"), engine(64), SimConfig(parallel=2, env_setup=env_setup))
         ready = sorted(r["ready_s"] for r in outcome.cluster.records.steps if r["step"] == 0)
         assert ready == first_ready
+
+
+def test_finish_delay_with_pinning_policies_under_memory_pressure() -> None:
+    # Deliveries after finish_s used to reach programs inside a decode jump, where a policy's pin
+    # took blocks the jump had counted on (AssertionError: the jump was sized to the free blocks).
+    from dataclasses import replace
+
+    from sim_builders import program
+    spec = replace(engine(48), finish_s=0.05)
+    programs = [program(f"p{i}", [100 + 40 * k for k in range(6)], output=60, tool_s=0.3) for i in range(8)]
+    for policy in ("continuum", "thunder", "vllm"):
+        outcome = simulate(programs, make_policy(policy), spec, SimConfig(parallel=8))
+        assert len(outcome.cluster.records.programs) == 8
+        assert len(outcome.cluster.records.steps) == 48
