@@ -50,7 +50,8 @@ from thunder.converters.report import ReportBuilder
 from thunder.converters.swe_agent_profile import convert, read_runs
 from thunder.policies.registry import make_policy
 from thunder.sim.calibration import _FeatureClock  # the feature-recording clock thunder calibrate fits with
-from thunder.sim.hardware import MBU, EngineSpec, StepTimeModel, glm45_h200_datasheet, load_engine_spec
+from thunder.sim.h200_glm45 import glm45_h200_datasheet
+from thunder.sim.hardware import MBU, EngineSpec, StepTimeModel, load_engine_spec
 from thunder.sim.run import SimConfig, simulate
 from thunder.trace import EnvSpec, TraceProgram
 
