@@ -12,18 +12,24 @@ started them, with their recorded acting times, on the vLLM baseline policy:
 Then, sim / real side by side per concurrency: TTFT, time per output token and
 per-call LLM latency (median, p90, p99), the batch's makespan and steps/min.
 
-Three step-time models: ``datasheet`` (the roofline of the preset's datasheet
-numbers alone, as the other GPU presets are), ``fitted here`` (the preset's
-free coefficients fitted on the 1-worker runs only, by this script) and the
-bundled preset ``8xh200-glm45`` (the same fit, written into
-``thunder/sim/hardware.py``). The fit runs the 1-worker trace through the
-simulated engine with a clock that records each step's features (as
-``thunder calibrate`` does), then non-negative least squares on relative error:
+Step-time models side by side: ``datasheet`` (the roofline of the datasheet numbers
+alone, as the other GPU presets are), ``fitted here`` (its free coefficients fitted on
+the 1-worker runs only, by this script), the bundled preset ``8xh200-glm45`` (the same
+fit, rounded, in ``thunder/sim/h200_glm45.py``) and ``fitted here, inferred tokens``
+(the fit, replaying the calls whose decode outlasts their recorded tokens with the
+tokens their time holds: a diagnostic of the workload that reads real timings). The
+fit runs the 1-worker trace through the simulated engine with a clock that records
+each step's features (as ``thunder calibrate`` does), then non-negative least squares
+on relative error, at each weight-streaming rate of a grid (the roofline is not linear
+in it), keeping the best:
 
     TTFT = frontend_s + frontend_per_prompt_token_s * prompt + sum over its prefill steps of
            (overhead_s + per_prefill_token_s * tokens + per_prefill_pair_s * pairs + roofline)
     decode time = finish_s + sum over its decode steps of (overhead_s + per_context_token_s * context
                   + roofline)
+
+Last, how the 32-worker prediction moves across the weight-streaming rates the 1-worker
+fit cannot tell apart (the sensitivity table).
 
     python benchmarks/gpu_fidelity.py [RUNS_DIR] [--small] [--json OUT]
 
