@@ -25,3 +25,10 @@ def openhands_file() -> Path:
 def tau_file() -> Path:
     """Three tau-bench airline runs (gpt-4o)."""
     return FIXTURES / "tau-bench" / "gpt-4o-airline.sample.json"
+
+
+@pytest.fixture
+def swe_profile_dir() -> Path:
+    """Five SWE-agent timing profiles (GLM-4.5-FP8 on 8x H200): two of the 1-worker batch, three of
+    the 32-worker batch, each batch folder with its run_batch.config.yaml."""
+    return FIXTURES / "swe-agent-profile"

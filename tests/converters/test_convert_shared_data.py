@@ -42,3 +42,15 @@ def test_other_public_runs_convert() -> None:
     assert report.converted == 43 and len(report.skipped) == 2
     _, programs, report = convert("tau-bench", RUNS / "tau-bench-airline" / "gpt-4o-airline.json")
     assert report.converted == 200 and report.skipped == ()
+
+
+PROFILE_RUNS = RUNS / "swe-agent-glm45-h200"
+
+
+@pytest.mark.skipif(not PROFILE_RUNS.is_dir(), reason="public agent runs not present")
+def test_swe_agent_profiles_convert() -> None:
+    for batch, runs, steps, hidden in (("bs1", 5, 205, 2), ("bs32", 64, 2752, 6)):
+        header, programs, report = convert("swe-agent-profile", PROFILE_RUNS / batch, ConvertOptions())
+        assert (report.converted, report.steps, report.skipped) == (runs, steps, ())
+        assert header.notes["counts"]["hidden_call"] == hidden
+        assert header.notes["num_workers"] == {".": int(batch[2:])}

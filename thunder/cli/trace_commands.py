@@ -90,7 +90,7 @@ def trace_stats_command(
 @trace_app.command("convert")
 def trace_convert(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="Recorded runs: a file or a folder."),
-    source_format: str = typer.Option(..., "--from", help="Source format: mini-swe-agent, openhands, tau-bench."),
+    source_format: str = typer.Option(..., "--from", help="Source format: mini-swe-agent, openhands, tau-bench, swe-agent-profile."),
     output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (JSON Lines, format v1)."),
     chars_per_token: float | None = typer.Option(
         None, "--chars-per-token", help="Characters per token where the source has no token counts (default 4.0)."),

@@ -1,7 +1,8 @@
 """Converters from recorded agent runs to trace format v1.
 
 What lives here: one module per source format (``mini_swe_agent``,
-``openhands``, ``tau_bench``), each with ``convert(path, options)`` returning
+``openhands``, ``tau_bench``,
+``swe_agent_profile``), each with ``convert(path, options)`` returning
 ``(TraceHeader, list[TraceProgram], ConversionReport)``, plus the helpers they
 share (token counting, context-reset marking, the report).
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from thunder.converters import mini_swe_agent, openhands, tau_bench
+from thunder.converters import mini_swe_agent, openhands, swe_agent_profile, tau_bench
 from thunder.converters.options import ConversionError, ConvertOptions, ToolTimeSpec, parse_tool_time
 from thunder.converters.report import ConversionReport
 from thunder.trace import TraceHeader, TraceProgram
@@ -30,6 +31,7 @@ Converter = Callable[[Path, ConvertOptions], Conversion]
 CONVERTERS: dict[str, Converter] = {
     mini_swe_agent.FORMAT_NAME: mini_swe_agent.convert,
     openhands.FORMAT_NAME: openhands.convert,
+    swe_agent_profile.FORMAT_NAME: swe_agent_profile.convert,
     tau_bench.FORMAT_NAME: tau_bench.convert,
 }
 

@@ -68,6 +68,7 @@ class Replica:
         self._budget_left = 0  # token budget the current plan leaves for admissions
         self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
         self.in_frontend = 0  # requests submitted that the engine has not seen yet
+        self._delivered: list[Request] = []  # finished, past EngineSpec.finish_s, not yet handed back
         self.process = env.process(self._run())
 
     # -- public ------------------------------------------------------------------
@@ -75,9 +76,11 @@ class Replica:
     def submit(self, request: Request) -> None:
         now = request.submitted_s = self.env.now
         delay = self.spec.request_overhead_s
-        if self.spec.frontend_s > 0:
-            # One front-end server, first come first served, constant service time.
-            self._frontend_free_s = max(now, self._frontend_free_s) + self.spec.frontend_s
+        service = self.spec.frontend_s + self.spec.frontend_per_prompt_token_s * request.prompt_tokens
+        if service > 0:
+            # One front-end server, first come first served; a fixed service time plus one
+            # per prompt token (templating and tokenizing the whole prompt).
+            self._frontend_free_s = max(now, self._frontend_free_s) + service
             delay += self._frontend_free_s - now
         if delay > 0:
             self.in_frontend += 1
@@ -112,6 +115,7 @@ class Replica:
 
     def _run(self):  # SimPy process
         while True:
+            self._deliver_pending()
             if not self.running and not self.waiting:
                 self.charge_idle()
                 self._wakeup = self.env.event()
@@ -350,6 +354,27 @@ class Replica:
                            request.shared_key, request.shared_blocks if request.holds_shared else 0)
         request.program_blocks_held = 0
         request.holds_shared = False
+        if self.spec.finish_s > 0:
+            self.env.process(self._deliver_after(request, self.spec.finish_s))
+        else:
+            self._deliver(request)
+
+    def _deliver_after(self, request: Request, delay_s: float):  # SimPy process
+        # The API server's last output processing (EngineSpec.finish_s); the engine goes on.
+        # The response reaches its program at the next step boundary, from the engine loop: what
+        # the program does next (a policy pinning its blocks) must not land inside a decode jump,
+        # which sized itself to the free blocks.
+        yield self.env.timeout(delay_s)
+        self._delivered.append(request)
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def _deliver_pending(self) -> None:
+        delivered, self._delivered = self._delivered, []
+        for request in delivered:
+            self._deliver(request)
+
+    def _deliver(self, request: Request) -> None:
         request.done_s = self.env.now
         if request.on_done is not None:
             request.on_done(request)

@@ -92,6 +92,12 @@ class StepTimeModel:
     flops_per_s: float = 0.0  # usable (peak x efficiency); 0 disables the roofline part
     bytes_per_s: float = 0.0
     model: ModelSpec | None = None
+    # Usable rate for streaming weights, where it differs from KV reads; 0: ``bytes_per_s``.
+    # On GLM-4.5-FP8 / 8x H200 the fused MoE kernels read the experts a batch touches at a small
+    # fraction of HBM bandwidth: a prefill step (every expert touched) took over 100 ms against
+    # 20 ms for a one-sequence decode step, while decode barely slowed with 60k tokens of context
+    # (benchmarks/gpu_fidelity.py fits it on one worker's calls).
+    weight_bytes_per_s: float = 0.0
 
     def _attention_flops(self, query_tokens: float, key_tokens: float) -> float:
         m = self.model
@@ -110,10 +116,15 @@ class StepTimeModel:
             batch = prefill_tokens + decode_seqs
             flops = (2.0 * self.model.active_params * batch
                      + self._attention_flops(1.0, prefill_attention_pairs + context_tokens))
-            memory = self.model.weight_bytes_read(batch) + self.model.kv_bytes_per_token * (
-                context_tokens + prefill_tokens)
-            t += max(flops / self.flops_per_s, memory / self.bytes_per_s)
+            kv = self.model.kv_bytes_per_token * (context_tokens + prefill_tokens)
+            t += max(flops / self.flops_per_s, self._memory_s(self.model.weight_bytes_read(batch), kv))
         return t
+
+    def _memory_s(self, weight_bytes: Any, kv_bytes: Any) -> Any:
+        """Seconds to stream the weights and the KV (floats or arrays)."""
+        if self.weight_bytes_per_s:
+            return weight_bytes / self.weight_bytes_per_s + kv_bytes / self.bytes_per_s
+        return (weight_bytes + kv_bytes) / self.bytes_per_s
 
     def decode_run_s(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
         """Durations of ``steps`` pure-decode steps; the context grows by ``decode_seqs`` each."""
@@ -122,8 +133,8 @@ class StepTimeModel:
         if self.flops_per_s and self.model is not None:
             m = self.model
             flops = 2.0 * m.active_params * decode_seqs + self._attention_flops(1.0, 1.0) * context
-            memory = m.weight_bytes_read(decode_seqs) + m.kv_bytes_per_token * context
-            t = t + np.maximum(flops / self.flops_per_s, memory / self.bytes_per_s)
+            memory = self._memory_s(m.weight_bytes_read(decode_seqs), m.kv_bytes_per_token * context)
+            t = t + np.maximum(flops / self.flops_per_s, memory)
         return t
 
 
@@ -147,6 +158,17 @@ class EngineSpec:
     # sees it. Requests that finish in the same step queue there, which a constant
     # delay misses. 0 for the GPU presets; ``thunder calibrate`` measures it.
     frontend_s: float = 0.0
+    # Front-end service time per prompt token, added to ``frontend_s`` for each request: the
+    # API server renders the chat template and tokenizes the whole prompt on every call, so
+    # an agent's 20k-token history costs it on every step, cached or not. On GLM-4.5-FP8 /
+    # 8x H200 the time to first token grew by about 7 us per prompt token at a fixed number of
+    # new tokens (benchmarks/gpu_fidelity.py). 0 for every other preset.
+    frontend_per_prompt_token_s: float = 0.0
+    # Time from a request's last token to the client holding the whole response (the API
+    # server's last output processing: detokenizing, the tool-call parser, the final usage
+    # chunk); its blocks are free at once. On GLM-4.5-FP8 / 8x H200 a call's decode time was
+    # about 0.35 s longer than its tokens' steps at one worker (benchmarks/gpu_fidelity.py).
+    finish_s: float = 0.0
     # Admit a waiting request only if its whole prompt fits the free blocks, not just its
     # first prefill chunk: vLLM's ``scheduler_reserve_full_isl``, on by default in 0.32
     # (added in 2026). Without it a long prompt is admitted on its first chunk and
@@ -230,6 +252,11 @@ def _paper_preset() -> EngineSpec:
     })
 
 
+def _glm45_h200_preset() -> EngineSpec:
+    from thunder.sim.h200_glm45 import glm45_h200_preset  # it builds on this module's types
+    return glm45_h200_preset()
+
+
 def _h100_8b_preset() -> EngineSpec:
     gpu = GpuSpec("H100-SXM", 1, peak_flops_each=989e12, **H100_SXM)
     return _gpu_preset("h100-llama8b", gpu, LLAMA_31_8B, overhead_s=0.0015, sources={
@@ -280,6 +307,7 @@ def _bundled_profile(file_name: str) -> Callable[[], EngineSpec]:
 
 PRESETS: dict[str, Callable[[], EngineSpec]] = {
     "paper-8xh100-glm46": _paper_preset,
+    "8xh200-glm45": _glm45_h200_preset,
     "h100-llama8b": _h100_8b_preset,
     "rtx5090-qwen3-8b": _rtx5090_qwen3_8b_preset,
     "tiny-cpu": _tiny_cpu_preset,
@@ -308,7 +336,9 @@ def profile_to_dict(spec: EngineSpec) -> dict[str, Any]:
     return {"name": spec.name, "num_blocks": spec.num_blocks, "block_size": spec.block_size,
             "max_num_seqs": spec.max_num_seqs, "max_num_batched_tokens": spec.max_num_batched_tokens,
             "step_time": step, "request_overhead_s": spec.request_overhead_s,
-            "frontend_s": spec.frontend_s, "admit_full_prompt": spec.admit_full_prompt, "sources": spec.sources}
+            "frontend_s": spec.frontend_s, "frontend_per_prompt_token_s": spec.frontend_per_prompt_token_s,
+            "finish_s": spec.finish_s,
+            "admit_full_prompt": spec.admit_full_prompt, "sources": spec.sources}
 
 
 def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSpec:
@@ -322,6 +352,8 @@ def profile_from_dict(data: dict[str, Any], source: str = "profile") -> EngineSp
                           step_time=step, sources=dict(data.get("sources", {})),
                           request_overhead_s=float(data.get("request_overhead_s", 0.0)),
                           frontend_s=float(data.get("frontend_s", 0.0)),
+                          frontend_per_prompt_token_s=float(data.get("frontend_per_prompt_token_s", 0.0)),
+                          finish_s=float(data.get("finish_s", 0.0)),
                           admit_full_prompt=_flag(data.get("admit_full_prompt", False), "admit_full_prompt"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{source}: invalid engine profile: {exc}") from exc

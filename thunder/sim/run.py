@@ -38,6 +38,10 @@ class SimConfig:
     tool_policy: str | None = None  # keep | on-demand | program-aware
     tool_options: tuple[tuple[str, Any], ...] = ()
     tool_host: ToolHostConfig = ToolHostConfig()  # disk capacity, defaults for a trace without env
+    # Without tool environments: a program's worker first spends its trace's env.setup_s (the
+    # sandbox it prepares) before the first call, holding its closed-loop slot meanwhile, as a
+    # recorded batch did. False: programs start at once (the behaviour before).
+    env_setup: bool = False
 
 
 @dataclass(slots=True)
@@ -102,6 +106,8 @@ class _Workload:
         self.active = 0
 
     def run_program(self, trace: TraceProgram):
+        if self.config.env_setup and self.config.tool_policy is None and trace.env and trace.env.setup_s:
+            yield self.env.timeout(trace.env.setup_s)
         program: SimProgram = self.cluster.arrive(trace)
         steps = trace.steps
         self.active += 1
