@@ -12,7 +12,7 @@ from thunder.program import Phase, Program, Status
 
 # Mechanisms off unless a test turns one on, so each test sees one rule at work.
 PLAIN = dict(reserve_quantile=0.0, tool_decay=False, decay_base=1.0, eviction_weight=0.0, group_weight=0.0,
-             affinity_share=0.0, aging_s=math.inf, max_wait_s=math.inf)
+             affinity_share=0.0, aging_s=math.inf, max_wait_s=math.inf, restore_headroom=0.0)
 
 
 def prog(pid: str, c: int, phase: Phase = Phase.ACTING, status: Status = Status.ACTIVE, backend: int | None = 0,
@@ -235,3 +235,16 @@ def test_output_estimate_falls_back_from_own_to_all_to_prior():
     lengths.observe("p", 70)
     lengths.observe("p", 90)
     assert lengths.estimate("p", None) == 90 and lengths.estimate("p", 60) == 60
+
+
+def test_restores_leave_headroom_and_never_follow_a_pause_on_the_same_backend():
+    queue = [prog("n", 8, Phase.REASONING, Status.PAUSED, steps=0)]
+    tight = view(0.0, 100, prog("r", 90, Phase.REASONING), *queue)
+    assert restored(make_policy("thunder", **PLAIN).decide(tight, TICK)) == {"n": 0}
+    headroom = make_policy("thunder", **{**PLAIN, "restore_headroom": 0.05})
+    assert restored(headroom.decide(tight, TICK)) == {}  # 90 + 8 > 95
+    over = view(0.0, 100, prog("r", 85, Phase.REASONING), prog("a", 20), *queue)
+    decisions = make_policy("thunder", **PLAIN).decide(over, TICK)
+    assert paused(decisions) == {"a"} and restored(decisions) == {}  # room, but not in the step that paused
+    eager = make_policy("thunder", **{**PLAIN, "restore_after_relief": True})
+    assert restored(eager.decide(over, TICK)) == {"n": 0}
