@@ -32,12 +32,13 @@ VARIANTS: list[tuple[str, str, dict[str, object]]] = [
     ("  shortest-first pauses (paper) instead of min-cost", "thunder", {"pause_rule": "shortest-first"}),
     ("  no eviction weighting", "thunder", {"eviction_weight": 0.0}),
     ("  no prefix affinity on restore", "thunder", {"affinity_share": 0.0}),
-    ("  no aging, no wait bound", "thunder", {"aging_s": float("inf"), "max_wait_s": float("inf")}),
+    ("  no aging, no drain, no wait bound", "thunder", {"aging_s": float("inf"), "drain_after_s": float("inf"),
+                                                       "max_wait_s": float("inf")}),
+    ("  no drain for long waits", "thunder", {"drain_after_s": float("inf")}),
     ("  count shared prefix per program", "thunder", {"shared_prefix_once": False}),
     ("  dt 5 s (paper) instead of 2 s", "thunder", {"interval_s": 5.0}),
     ("  no restore headroom", "thunder", {"restore_headroom": 0.0}),
     ("  restores in the step that paused", "thunder", {"restore_after_relief": True}),
-    ("  no rollout-group weighting", "thunder", {"group_weight": 0.0}),
 ]
 
 
@@ -68,12 +69,12 @@ def main() -> None:
     print(f"{args.trace}, {args.parallel} parallel, {args.replicas} replica(s), {args.preset}")
     bound = results[-1][1]["steps_per_min"]
     print("| variant | steps/min | vs vLLM | of bound | KV hit rate | re-prefilled tokens | preemptions | pauses "
-          "| max wait s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| max wait s | p99 wait q4/q1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, s in results:
         print(f"| {label.strip()} | {s['steps_per_min']:.1f} | {s['steps_per_min'] / base:.2f}x | "
               f"{s['steps_per_min'] / bound:.0%} | {s['kv_hit_rate']:.3f} | {s['recompute_tokens']:,} | "
-              f"{s['preemptions']} | {s['pauses']} | {s['max_queue_s']:.0f} |")
+              f"{s['preemptions']} | {s['pauses']} | {s['max_queue_s']:.0f} | {s['p99_hold_q4_over_q1']:.1f} |")
 
 
 if __name__ == "__main__":

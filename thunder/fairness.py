@@ -6,7 +6,7 @@ same small ones again and again. These numbers, from a run's tables
 
 * hold time (``queue_s``: a ready request held at the proxy) at p50, p99 and max,
   and p99 per quartile of the step's prompt size, with the ratio of the largest
-  quartile's p99 to the smallest's;
+  quartile's p99 to the smallest's (each floored at 1 s);
 * evictions (pauses) per program: the max, and the Gini coefficient of their
   distribution (0: spread evenly; near 1: concentrated on a few programs);
 * output tokens per second and completed programs beside steps/min, because a
@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 
 from thunder.metrics import RunTables
+
+
+HOLD_FLOOR_S = 1.0  # holds shorter than this count as this in the quartile ratio
 
 
 def gini(values: np.ndarray) -> float:
@@ -41,9 +44,8 @@ def hold_by_quartile(steps: pd.DataFrame) -> dict[str, float]:
     quartile = pd.qcut(steps["prompt_tokens"].rank(method="first"), 4, labels=["q1", "q2", "q3", "q4"])
     p99 = steps.groupby(quartile, observed=True)["queue_s"].quantile(0.99)
     out = {f"p99_hold_{q}_s": float(p99.get(q, 0.0)) for q in ("q1", "q2", "q3", "q4")}
-    smallest = out["p99_hold_q1_s"]
-    out["p99_hold_q4_over_q1"] = out["p99_hold_q4_s"] / smallest if smallest > 0 else (
-        0.0 if out["p99_hold_q4_s"] == 0 else float("inf"))
+    # Floored at one second: a ratio of two near-zero holds says nothing.
+    out["p99_hold_q4_over_q1"] = max(out["p99_hold_q4_s"], HOLD_FLOOR_S) / max(out["p99_hold_q1_s"], HOLD_FLOOR_S)
     return out
 
 

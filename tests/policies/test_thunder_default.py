@@ -248,3 +248,17 @@ def test_restores_leave_headroom_and_never_follow_a_pause_on_the_same_backend():
     assert paused(decisions) == {"a"} and restored(decisions) == {}  # room, but not in the step that paused
     eager = make_policy("thunder", **{**PLAIN, "restore_after_relief": True})
     assert restored(eager.decide(over, TICK)) == {"n": 0}
+
+
+def test_a_long_wait_drains_a_backend_so_short_programs_stop_overtaking():
+    # "big" (60, ready) fits nowhere in 40 tokens of room; short newcomers would take it.
+    programs = [prog("r", 60, Phase.REASONING),
+                prog("big", 60, Phase.REASONING, Status.PAUSED, since=0.0, waiting=True),
+                *[prog(f"s{i}", 10, Phase.REASONING, Status.PAUSED, since=390.0, steps=0) for i in range(3)]]
+    early = make_policy("thunder", **{**PLAIN, "drain_after_s": 300.0}).decide(view(200.0, 100, *programs), TICK)
+    assert set(restored(early)) == {"s0", "s1", "s2"}  # before the drain bound, short ones go
+    late = make_policy("thunder", **{**PLAIN, "drain_after_s": 300.0}).decide(view(400.0, 100, *programs), TICK)
+    assert restored(late) == {}  # after it, what frees up is kept for "big"
+    freed = view(401.0, 100, *programs[1:])  # r finished: "big" now fits, and goes first
+    decisions = make_policy("thunder", **{**PLAIN, "drain_after_s": 300.0}).decide(freed, TICK)
+    assert next(d for d in decisions if isinstance(d, Restore)) == Restore("big", 0)

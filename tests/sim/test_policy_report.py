@@ -28,3 +28,23 @@ def test_policy_report_small_mode_writes_both_bounds_and_every_column(tmp_path):
     for row in rollout.values():
         assert row["groups"] == 4 and row["rollout_programs"] == 16
         assert row["of_bound"] <= 1.0 + 1e-9  # nothing beats the same batch with KV unbounded
+
+
+def test_fairness_numbers_on_a_hand_made_table():
+    import pandas as pd
+
+    from thunder.fairness import fairness_metrics, gini
+    from thunder.metrics import RunTables
+
+    assert gini([0, 0, 0]) == 0.0 and gini([1, 1, 1, 1]) == 0.0
+    assert abs(gini([0, 0, 0, 4]) - 0.75) < 1e-12  # all on one of four
+    steps = pd.DataFrame({"prompt_tokens": [10, 20, 30, 40, 50, 60, 70, 80],
+                          "queue_s": [0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 9.0, 12.0],
+                          "output_tokens": [10] * 8})
+    programs = pd.DataFrame({"pauses": [0, 0, 3, 1]})
+    tables = RunTables(steps=steps, programs=programs, timeseries=pd.DataFrame(), decisions=pd.DataFrame())
+    found = fairness_metrics(tables, duration_s=8.0)
+    assert found["max_hold_s"] == 12.0 and found["output_tokens_per_s"] == 10.0
+    assert found["p99_hold_q1_s"] < 1.0 and 11.0 < found["p99_hold_q4_s"] <= 12.0
+    assert found["p99_hold_q4_over_q1"] == found["p99_hold_q4_s"]  # q1 floored at 1 s
+    assert found["evictions_max"] == 3 and abs(found["evictions_gini"] - gini([0, 0, 3, 1])) < 1e-12

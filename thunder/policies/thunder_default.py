@@ -87,13 +87,15 @@ class DefaultThunderConfig:
     aging_s: float = option(120.0, "a queued program's effective size is divided by 1 + wait / aging_s "
                                    "(math.inf: no aging)")
     max_wait_s: float = option(600.0, "a program queued this long goes first and room is made for it (s)")
+    drain_after_s: float = option(300.0, "a queued program waiting this long that fits nowhere stops "
+                                               "restores of others onto the roomiest backend until it fits (s)")
     aged_make_room: bool = option(True, "for a program past max_wait_s that fits nowhere, pause others to make "
                                         "room (False: only stop restoring others onto the roomiest backend until "
                                         "it fits)")
     restore_headroom: float = option(0.05, "restores leave this share of a backend's capacity free, so that "
                                            "growth does not pause someone at once (hysteresis)")
     restore_after_relief: bool = option(False, "allow restores onto a backend in the step that paused on it")
-    group_weight: float = option(1.0, "weight of a rollout group's finished share in pause cost and restore "
+    group_weight: float = option(4.0, "weight of a rollout group's finished share in pause cost and restore "
                                       "order (0: groups ignored)")
 
     def __post_init__(self) -> None:
@@ -345,6 +347,12 @@ class DefaultThunderPolicy:
             program = pending[index]
             index += 1
             target = self._place(ledgers, program)
+            if (target is None and program.program_id not in aged_ids
+                    and now_s - _queued_since(program) >= config.drain_after_s):
+                open_ledgers = [ledger for ledger in ledgers.values() if not ledger.closed]
+                if open_ledgers:  # keep what frees up there for it, so smaller ones do not overtake it
+                    max(open_ledgers, key=lambda ledger: (ledger.room, -ledger.backend_id)).closed = True
+                continue
             if target is None and program.program_id in aged_ids:
                 if config.aged_make_room:
                     target = self._make_room(ledgers, program, now_s, decisions)
