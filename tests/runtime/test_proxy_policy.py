@@ -241,3 +241,32 @@ def test_a_backend_breaking_off_mid_stream_breaks_the_clients_stream_too():
                 assert server.records.outcomes["upstream_error"] == 1 and no_state_left(server)
         await fake.stop()
     run(scenario())
+
+
+def test_the_default_policy_holds_the_second_program_live_and_sees_groups_and_max_tokens():
+    async def scenario():
+        fake = FakeBackend(**ONE_PROGRAM)
+        await fake.start()
+        async with running_proxy([fake.url], policy="thunder") as server:
+            async with aiohttp.ClientSession(proxy_url(server)) as client:
+                first = await post(client, "a", headers={"X-Program-Group": "g"})
+                assert first[0] == 200
+                assert server.cluster.views["a"].group_id == "g"
+                assert server.cluster.views["a"].last_output_tokens == 5
+                second = asyncio.create_task(post(client, "b", body={**BIG, "group_id": "g"}))
+                await eventually(lambda: "b" in server.cluster.views)
+                await asyncio.sleep(0.2)
+                assert not second.done() and server.cluster.views["b"].status is Status.PAUSED
+                assert server.cluster.views["b"].max_output_tokens == 5
+                assert "group_id" not in fake.bodies[-1]  # the proxy's field is not forwarded
+                async with client.post("/programs/a/release") as response:
+                    assert response.status == 200
+                status, _ = await asyncio.wait_for(second, 3.0)
+                assert status == 200
+                async with client.post("/programs/b/release") as response:
+                    assert response.status == 200
+            assert no_state_left(server)
+            assert [row["group_id"] for row in server.cluster.records.programs] == ["g", "g"]
+        await fake.stop()
+
+    run(scenario())
