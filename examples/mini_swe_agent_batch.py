@@ -154,6 +154,14 @@ def main() -> None:
                         help="how long to wait for the proxy to reclaim agents that do not release")
     parser.add_argument("--out", type=Path, help="write the JSON summary here")
     args = parser.parse_args()
+    if args.agents < 1 or args.step_limit < 1 or args.max_tokens < 1:
+        parser.error("--agents, --step-limit and --max-tokens must be at least 1")
+    try:
+        health = httpx.get(f"{args.proxy}/health", timeout=10)
+    except httpx.HTTPError as exc:
+        parser.error(f"no thunder serve at {args.proxy}: {exc}")
+    if health.status_code != 200:
+        parser.error(f"thunder serve at {args.proxy} has no healthy backend: {health.text}")
     with tempfile.TemporaryDirectory(prefix="mini-tasks-") as root:
         with ThreadPoolExecutor(max_workers=args.agents) as pool:
             agents = list(pool.map(lambda i: run_agent(i, args, Path(root)), range(args.agents)))

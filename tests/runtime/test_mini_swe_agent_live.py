@@ -13,6 +13,7 @@ Skipped without the vLLM venv, or when mini-swe-agent is not installed
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,9 @@ def test_two_mini_swe_agents_through_the_proxy(vllm_backend: VllmBackend, tmp_pa
         run = subprocess.run([sys.executable, str(EXAMPLE), "--proxy", proxy.url, "--model", vllm_backend.model,
                               "--agents", "2", "--step-limit", "3", "--max-tokens", "16", "--reclaim-wait-s", "30",
                               "--out", str(summary_path)],
-                             capture_output=True, text=True, timeout=300, check=False)
+                             capture_output=True, text=True, timeout=300, check=False,
+                             # a failing call is retried twice, not mini-swe-agent's default ten times
+                             env={**os.environ, "MSWEA_MODEL_RETRY_STOP_AFTER_ATTEMPT": "2"})
         assert run.returncode == 0, run.stderr[-4000:]
         metrics = httpx.get(proxy.url + "/metrics", timeout=10).text
     summary = json.loads(summary_path.read_text())
