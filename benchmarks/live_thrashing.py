@@ -16,6 +16,16 @@ after ``--budget-s``):
 3. data-parallel, engine-bound: a second vLLM (also 16 MiB of KV) is started and
    both sit behind ``thunder serve --policy vllm`` and ``--policy thunder``.
 
+With ``--rounds N`` every cell runs N times, interleaved (round 1 of each arm
+of a group, then round 2, ...), so slow drift of a shared machine hits every
+arm alike; a second table gives each arm's steps/min as median [min, max] over
+the rounds and its ratio to the group's reference arm (direct for one
+server, ``--policy vllm`` for two), computed round by round. ``--layers``,
+``--hidden`` and ``--heads`` build a larger random-weight model (see
+``scripts/build_tiny_model.py``), with ``--kv-tokens`` of KV per server
+whatever its bytes per token: prefill then costs more per token, so
+re-prefill is a larger share of a step. ``--no-tool-bound`` skips cell 2.
+
 Per cell: steps/min, KV hit rate (cached / prompt tokens, from the responses'
 usage), re-prefilled tokens (prompt tokens minus cached tokens), vLLM
 preemptions (``/metrics``), and the time the proxy held each program (its
@@ -31,6 +41,8 @@ import csv
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,10 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fidelity import Proxy, add_trace_arguments, build_model, metrics_value, write_scaled_trace  # noqa: E402
+from fidelity import Proxy, add_trace_arguments, metrics_value, write_scaled_trace  # noqa: E402
 from thunder.metrics import build_tables, summarize  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
+from thunder.runtime.vllm_server import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
 from thunder.trace import TraceProgram  # noqa: E402
 
 
@@ -86,6 +98,40 @@ def arm(backends: list[str], policy: str | None, trace: list[TraceProgram], para
     return out
 
 
+def build_model(directory: Path, layers: int, hidden: int, heads: int) -> Path:
+    """The tiny model of ``scripts/build_tiny_model.py`` in the given shape (random weights at serve time)."""
+    subprocess.run([str(default_vllm_venv() / "bin" / "python"), str(ROOT / "scripts" / "build_tiny_model.py"),
+                    str(directory), "--layers", str(layers), "--hidden", str(hidden), "--heads", str(heads)],
+                   check=True, capture_output=True, timeout=300)
+    return directory
+
+
+def spread(values: list[float], spec: str = ".2f") -> str:
+    """Median [min, max]; one value alone."""
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:{spec}}"
+    return f"{statistics.median(values):{spec}} [{min(values):{spec}}, {max(values):{spec}}]"
+
+
+def rounds_table(rows: list[dict[str, Any]]) -> str:
+    """Per arm: steps/min over the rounds, and its ratio to the group's reference arm, round by round."""
+    done = [r for r in rows if "skipped" not in r]
+    groups: dict[tuple[str, int], dict[str, dict[int, float]]] = {}
+    for r in done:
+        groups.setdefault((r["regime"], r["servers"]), {}).setdefault(r["arm"], {})[r["round"]] = r["steps_per_min"]
+    lines = ["| regime | vLLM servers | arm | rounds | steps/min median [min, max] | "
+             "ratio to reference, median [min, max] |", "|---|---:|---|---:|---:|---:|"]
+    for (regime, servers), arms in groups.items():
+        reference = arms.get("direct") or arms.get("serve --policy vllm") or {}
+        for arm, by_round in arms.items():
+            ratios = [v / reference[i] for i, v in by_round.items() if reference.get(i)]
+            lines.append(f"| {regime} | {servers} | {arm} | {len(by_round)} | "
+                         f"{spread(list(by_round.values()), '.0f')} | {spread(ratios)} |")
+    return "\n".join(lines)
+
+
 def fmt(v: Any, spec: str) -> str:
     return "n/a" if v is None else f"{v:{spec}}"
 
@@ -116,17 +162,24 @@ def main() -> int:
     parser.add_argument("--cell-timeout-s", type=float, default=120.0, help="engine-bound replays")
     parser.add_argument("--tool-cell-timeout-s", type=float, default=240.0, help="tool-bound replays")
     parser.add_argument("--no-dp", action="store_true", help="skip the two-server cells")
+    parser.add_argument("--no-tool-bound", action="store_true", help="skip the tool-bound cells")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every cell, interleaved")
+    parser.add_argument("--layers", type=int, default=2, help="model shape (default: the 1 KiB/token model)")
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-tokens", type=int, default=16_384, help="KV cache per server (tokens)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "live_thrashing.json")
     args = parser.parse_args()
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     seed = 100  # distinct prompts per run: no run hits another's leftovers in the prefix cache
 
-    def run(regime: str, backends: list[str], policy: str | None, time_scale: float, timeout_s: float) -> None:
+    def run(regime: str, backends: list[str], policy: str | None, time_scale: float, timeout_s: float,
+            round_index: int = 0) -> None:
         nonlocal seed
         seed += 1
         label = {"regime": regime, "servers": len(backends), "arm": f"serve --policy {policy}" if policy else "direct",
-                 "time_scale": time_scale, "seed": seed}
+                 "time_scale": time_scale, "seed": seed, "round": round_index}
         if time.perf_counter() - started > args.budget_s:
             rows.append({**label, "skipped": "run budget spent"})
             print(f"  skip {label['arm']} ({regime}, {len(backends)} vLLM): budget", file=sys.stderr)
@@ -144,21 +197,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="thunder-thrash-") as tmp:
         work = Path(tmp)
         trace = write_scaled_trace(args, work / "trace.jsonl")  # run() reads it when called
-        model = build_model(work / "tiny-llama")
-        configs = [VllmServerConfig(model_dir=model, served_model_name="tiny-llama", log_path=work / f"vllm-{i}.log")
-                   for i in range(2)]
+        model = build_model(work / "tiny-llama", args.layers, args.hidden, args.heads)
+        kv_bytes = args.kv_tokens * 4 * args.layers * args.hidden  # K and V x layers x hidden x 2 bytes
+        configs = [VllmServerConfig(model_dir=model, served_model_name="tiny-llama", kv_cache_bytes=kv_bytes,
+                                    log_path=work / f"vllm-{i}.log") for i in range(2)]
         with VllmServer(configs[0]) as a:
             print(f"vLLM 1 up ({time.perf_counter() - started:.0f} s in)", file=sys.stderr)
             eb, tb = "engine-bound", "tool-bound"
-            for policy in (None, "vllm", "thunder"):
-                run(eb, [a.url], policy, args.time_scale, args.cell_timeout_s)
-            for policy in (None, "thunder"):
-                run(tb, [a.url], policy, args.tool_time_scale, args.tool_cell_timeout_s)
+            for r in range(args.rounds):
+                for policy in (None, "vllm", "thunder"):
+                    run(eb, [a.url], policy, args.time_scale, args.cell_timeout_s, r)
+            for r in range(0 if args.no_tool_bound else args.rounds):
+                for policy in (None, "thunder"):
+                    run(tb, [a.url], policy, args.tool_time_scale, args.tool_cell_timeout_s, r)
             if not args.no_dp and time.perf_counter() - started < args.budget_s - 60:
                 with VllmServer(configs[1]) as b:
                     print(f"vLLM 2 up ({time.perf_counter() - started:.0f} s in)", file=sys.stderr)
-                    for policy in ("vllm", "thunder"):
-                        run(eb, [a.url, b.url], policy, args.time_scale, args.cell_timeout_s)
+                    for r in range(args.rounds):
+                        for policy in ("vllm", "thunder"):
+                            run(eb, [a.url, b.url], policy, args.time_scale, args.cell_timeout_s, r)
             else:
                 for policy in ("vllm", "thunder"):
                     rows.append({"regime": eb, "servers": 2, "arm": f"serve --policy {policy}",
@@ -168,7 +225,10 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), no GPU",
         "setup": {"programs": args.programs, "steps": args.steps, "token_scale": args.token_scale,
                   "time_scale": args.time_scale, "tool_time_scale": args.tool_time_scale,
-                  "parallel": args.parallel, "kv_cache_tokens_per_server": configs[0].kv_cache_bytes // 1024,
+                  "parallel": args.parallel, "kv_cache_tokens_per_server": args.kv_tokens,
+                  "model": {"layers": args.layers, "hidden": args.hidden, "heads": args.heads,
+                            "kv_bytes_per_token": 4 * args.layers * args.hidden},
+                  "rounds": args.rounds, "load_average_at_end": os.getloadavg(),
                   "max_model_len": configs[0].max_model_len,
                   "sum_final_contexts_tokens": sum(p.steps[-1].prompt_tokens + p.steps[-1].output_tokens
                                                    for p in trace)},
@@ -178,6 +238,9 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown_table(rows))
+    if args.rounds > 1:
+        print()
+        print(rounds_table(rows))
     print(f"\ntotal {result['total_s']:.0f} s", file=sys.stderr)
     return 0
 

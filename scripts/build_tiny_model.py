@@ -2,6 +2,7 @@
 """Build a tiny Llama-architecture model directory for vLLM, with no downloads.
 
 Usage: python scripts/build_tiny_model.py OUT_DIR [--vocab-size 4096] [--corpus DIR]
+                                              [--layers 2] [--hidden 128] [--heads 4]
 
 Run it with the vLLM venv's interpreter (it needs the `tokenizers` library):
 
@@ -14,7 +15,10 @@ timing behave as in a real model, which is all the thunder tests need.
 
 KV cost per token = 2 (K and V) x layers x kv_heads x head_dim x 2 bytes (bf16)
                   = 2 x 2 x 4 x 32 x 2 = 1024 bytes, so `--kv-cache-memory-bytes`
-maps to KV capacity in tokens as bytes / 1 KiB.
+maps to KV capacity in tokens as bytes / 1 KiB. Larger shapes (`--layers`,
+`--hidden`, `--heads`; head_dim = hidden / heads, as many KV heads as heads)
+make prefill dearer per token, so re-prefill is a larger share of a step:
+KV bytes per token = 4 x layers x hidden (printed after the build).
 
 The tokenizer is a byte-level BPE trained on the running interpreter's standard
 library sources, read in sorted order: the same Python version gives the same
@@ -52,8 +56,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 
-# Shapes chosen for 1 KiB of KV per token in bf16 (see module docstring).
-LAYERS, HEADS, KV_HEADS, HEAD_DIM, HIDDEN = 2, 4, 4, 32, 128
+# Default shapes chosen for 1 KiB of KV per token in bf16 (see module docstring).
+LAYERS, HEADS, HIDDEN = 2, 4, 128
 CORPUS_BYTES = 4 * 2**20  # enough text for 4k merges; more only slows training
 
 
@@ -94,17 +98,26 @@ def train_tokenizer(files: list[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def model_config(vocab_size: int, max_positions: int) -> dict[str, object]:
-    """A Llama `config.json`; bf16 keeps KV at 1 KiB per token."""
+def kv_bytes_per_token(layers: int, hidden: int) -> int:
+    """K and V, every layer, all heads (head_dim x heads = hidden), 2 bytes each (bf16)."""
+    return 2 * layers * hidden * 2
+
+
+def model_config(vocab_size: int, max_positions: int, layers: int = LAYERS, hidden: int = HIDDEN,
+                 heads: int = HEADS) -> dict[str, object]:
+    """A Llama `config.json`; the default shape keeps KV at 1 KiB per token in bf16."""
+    if layers < 1 or heads < 1 or hidden % heads or (hidden // heads) % 16:
+        raise SystemExit(f"bad shape: layers {layers}, hidden {hidden}, heads {heads} "
+                         "(hidden must be heads x a multiple of 16)")
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": HIDDEN,
-        "intermediate_size": 4 * HIDDEN,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "head_dim": HEAD_DIM,
+        "hidden_size": hidden,
+        "intermediate_size": 4 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "head_dim": hidden // heads,
         "hidden_act": "silu",
         "max_position_embeddings": max_positions,
         "rms_norm_eps": 1e-5,
@@ -135,7 +148,9 @@ def tokenizer_config(max_positions: int) -> dict[str, object]:
     }
 
 
-def build(out_dir: Path, vocab_size: int, max_positions: int, corpus: Path) -> None:
+def build(out_dir: Path, vocab_size: int, max_positions: int, corpus: Path, layers: int = LAYERS,
+          hidden: int = HIDDEN, heads: int = HEADS) -> None:
+    config = model_config(vocab_size, max_positions, layers, hidden, heads)  # shape errors before training
     files = corpus_files(corpus, CORPUS_BYTES)
     if not files:
         raise SystemExit(f"no .py files to train the tokenizer on under {corpus}")
@@ -146,7 +161,7 @@ def build(out_dir: Path, vocab_size: int, max_positions: int, corpus: Path) -> N
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     write_json(out_dir / "tokenizer_config.json", tokenizer_config(max_positions))
-    write_json(out_dir / "config.json", model_config(vocab_size, max_positions))
+    write_json(out_dir / "config.json", config)
 
 
 def write_json(path: Path, data: dict[str, object]) -> None:
@@ -164,9 +179,13 @@ def main(argv: list[str] | None = None) -> None:
         default=Path(sysconfig.get_paths()["stdlib"]),
         help="directory of .py files to train the tokenizer on (default: Python's stdlib)",
     )
+    parser.add_argument("--layers", type=int, default=LAYERS)
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help="hidden size; the MLP is 4x this")
+    parser.add_argument("--heads", type=int, default=HEADS, help="attention heads (as many KV heads)")
     args = parser.parse_args(argv)
-    build(args.out_dir, args.vocab_size, args.max_positions, args.corpus)
+    build(args.out_dir, args.vocab_size, args.max_positions, args.corpus, args.layers, args.hidden, args.heads)
     print(args.out_dir, file=sys.stdout)
+    print(f"KV bytes per token: {kv_bytes_per_token(args.layers, args.hidden)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

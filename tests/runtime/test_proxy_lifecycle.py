@@ -70,7 +70,7 @@ def test_continuum_pins_are_recorded_but_not_enforced():
             shown = await response.json()
         assert shown["pinned_until_s"] is not None and shown["pin_enforced"] is False
         async with client.get("/metrics") as response:
-            assert total(parse_text(await response.text()), "thunder_pins_total") == 1
+            assert total(parse_text(await response.text()), "thunder:pins_total") == 1
     run(with_fake(test, policy="continuum"))
 
 

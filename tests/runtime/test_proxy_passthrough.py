@@ -153,14 +153,14 @@ def test_metrics_health_programs_and_export():
             assert response.status == 200
             samples = parse_text(await response.text())
         names = {s.name for s in samples}
-        for name in ("thunder_programs", "thunder_pauses_total", "thunder_restores_total", "thunder_migrations_total",
-                     "thunder_queue_length", "thunder_queue_wait_seconds_bucket", "thunder_backend_capacity_tokens",
-                     "thunder_backend_program_tokens", "thunder_kv_hit_rate", "thunder_proxy_overhead_seconds_count"):
+        for name in ("thunder:programs", "thunder:pauses_total", "thunder:restores_total", "thunder:migrations_total",
+                     "thunder:queue_length", "thunder:queue_wait_seconds_bucket", "thunder:backend_capacity_tokens",
+                     "thunder:backend_program_tokens", "thunder:kv_hit_rate", "thunder:proxy_overhead_seconds_count"):
             assert name in names, name
         value = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples}
-        assert value[("thunder_programs", (("phase", "acting"), ("status", "active")))] == 1
-        assert value[("thunder_backend_capacity_tokens", (("backend", "0"), ("url", fake.url)))] == 1024 * 16
-        assert value[("thunder_proxy_overhead_seconds_count", ())] == 1
+        assert value[("thunder:programs", (("phase", "acting"), ("status", "active")))] == 1
+        assert value[("thunder:backend_capacity_tokens", (("backend", "0"), ("url", fake.url)))] == 1024 * 16
+        assert value[("thunder:proxy_overhead_seconds_count", ())] == 1
         async with client.get("/health") as response:
             assert response.status == 200 and (await response.json())["status"] == "ok"
         async with client.get("/programs") as response:

@@ -8,7 +8,7 @@ import pytest
 
 from thunder.runtime.backend import capacity_from, stats_from
 from thunder.runtime.payload import TAIL_BYTES, BadRequest, Tail, find_usage, prepare
-from thunder.runtime.prometheus import Exposition, parse_text
+from thunder.runtime.prometheus import parse_text
 
 
 def test_untouched_bodies_are_forwarded_byte_for_byte():
@@ -75,18 +75,6 @@ def test_prometheus_parsing_handles_vllm_lines_escapes_and_junk():
     stats = stats_from(samples)
     assert stats.running_requests == 5 and stats.prefix_hits_tokens == 40 and stats.kv_usage == 0.0
     assert samples[3].labels["model_name"] == 'a "quoted" name'
-
-
-def test_rendered_exposition_parses_back():
-    page = Exposition()
-    page.metric("x_total", "counter", "help", 3)
-    page.histogram("lat_seconds", "help", (0.1, 1.0), [1, 2, 3], 4.5)
-    page.family("g", "gauge", "help")
-    page.sample("g", 0.25, url='http://h"x')
-    values = {(s.name, tuple(s.labels.items())): s.value for s in parse_text(page.text())}
-    assert values[("lat_seconds_bucket", (("le", "+Inf"),))] == 6
-    assert values[("lat_seconds_count", ())] == 6
-    assert values[("g", (("url", 'http://h"x'),))] == 0.25
 
 
 def test_context_estimate_is_exact_for_token_id_prompts():

@@ -85,15 +85,15 @@ def test_create_list_use_and_release_a_sandbox_through_the_proxy(root):
             listed = await response.json()
         assert listed["sandboxes"][0]["state"] == "ready" and listed["sandboxes"][0]["disk_bytes"] >= 2_000_000
         page = await metrics(client)
-        assert total(page, "thunder_sandboxes_live") == 1 and total(page, "thunder_sandbox_ports_held") == 1
-        assert total(page, "thunder_sandbox_disk_bytes") >= 2_000_000
-        assert total(page, "thunder_sandbox_disk_reserved_bytes") == 10**7
+        assert total(page, "thunder:sandboxes_live") == 1 and total(page, "thunder:sandbox_ports_held") == 1
+        assert total(page, "thunder:sandbox_disk_bytes") >= 2_000_000
+        assert total(page, "thunder:sandbox_disk_reserved_bytes") == 10**7
         async with client.post("/programs/job/release") as response:
             assert response.status == 200
         assert await gone(path, port)
         assert processes_under(root) == set()
         page = await metrics(client)
-        assert total(page, "thunder_sandboxes_live") == 0 and total(page, "thunder_sandbox_reclaims_total") == 1
+        assert total(page, "thunder:sandboxes_live") == 0 and total(page, "thunder:sandbox_reclaims_total") == 1
         assert ("env_reclaim", "job") in [(d[1], d[2]) for d in server.records.decisions]
         async with client.get("/programs/job/sandboxes") as response:
             assert response.status == 404
@@ -165,10 +165,10 @@ def test_attached_tool_resources_are_recorded_not_forwarded_and_never_destroyed(
             listed = await response.json()
         assert listed["attached"] == [{"kind": "container", "id": "c0ffee", "owned": False},
                                       {"kind": "volume", "id": "v1", "owned": False}]
-        assert total(await metrics(client), "thunder_tool_resources_attached") == 2
+        assert total(await metrics(client), "thunder:tool_resources_attached") == 2
         async with client.post("/programs/att/release") as response:
             assert response.status == 200
-        assert total(await metrics(client), "thunder_tool_resources_attached") == 0
+        assert total(await metrics(client), "thunder:tool_resources_attached") == 0
         bad = {**CHAT, "program_id": "att", "tool_resources": [{"kind": "container"}]}
         async with client.post("/v1/chat/completions", json=bad) as response:
             assert response.status == 400

@@ -1,4 +1,8 @@
-"""The Prometheus text exposition format, both ways: parse a scrape, render ours.
+"""Parse a Prometheus text scrape (a backend's ``/metrics``).
+
+The proxy's own page is written by ``prometheus_client`` (``telemetry.py``);
+this side stays hand-written because it must be lenient, which that
+library's parser is not.
 
 Parsing covers what vLLM's ``/metrics`` emits: ``name{label="v",...} value``
 lines, ``#`` comments, and optional trailing timestamps. Label values may
@@ -68,54 +72,3 @@ def total(samples: Iterable[Sample], name: str) -> float | None:
 
 def first(samples: Iterable[Sample], name: str) -> Sample | None:
     return next((s for s in samples if s.name == name), None)
-
-
-# -- rendering ----------------------------------------------------------------------
-
-
-def _escape(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-class Exposition:
-    """Builds one text scrape; each metric family gets its HELP and TYPE once."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        self._lines.append(f"# HELP {name} {help_text}")
-        self._lines.append(f"# TYPE {name} {kind}")
-
-    def sample(self, name: str, value: float, **labels: object) -> None:
-        if labels:
-            body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            self._lines.append(f"{name}{{{body}}} {_number(value)}")
-        else:
-            self._lines.append(f"{name} {_number(value)}")
-
-    def metric(self, name: str, kind: str, help_text: str, value: float) -> None:
-        self.family(name, kind, help_text)
-        self.sample(name, value)
-
-    def histogram(self, name: str, help_text: str, bounds: Iterable[float], counts: Iterable[int],
-                  sum_value: float) -> None:
-        """``counts`` per bucket (not cumulative), one more than ``bounds`` (the +Inf bucket)."""
-        self.family(name, "histogram", help_text)
-        running = 0
-        for bound, count in zip([*bounds, math.inf], counts):
-            running += count
-            self.sample(f"{name}_bucket", running, le=_number(bound))
-        self.sample(f"{name}_sum", sum_value)
-        self.sample(f"{name}_count", running)
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"

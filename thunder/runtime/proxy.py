@@ -40,10 +40,16 @@ _FORWARDED_HEADERS = ("Authorization", "X-Request-Id")
 _TRUE = ("1", "true", "yes")
 
 
+# Seconds a client is told to wait before retrying a 503 (``Retry-After``): about
+# one backend poll, after which health and the policy's view have moved on.
+RETRY_AFTER_S = 1
+
+
 def error_response(status: int, message: str, kind: str, param: str | None = None) -> web.Response:
-    """An OpenAI-style JSON error body."""
+    """An OpenAI-style JSON error body; a 503 also says when to retry (``Retry-After``)."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
 
 
 class BackendRefused(Exception):

@@ -2,16 +2,24 @@
 
 Read-only: everything here renders the state of a ``LiveCluster``, its
 records and the backend adapters; nothing changes it.
+
+The page is written by ``prometheus_client`` from metric families built at
+scrape time out of that state (a custom collector, not instruments updated
+per request: the request path keeps its plain counters and histograms).
+Names follow vLLM's convention, a ``thunder:`` namespace as vLLM's ``vllm:``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from thunder.program import Phase, Program, Status
 from thunder.runtime.backend import BackendClient
 from thunder.runtime.live_cluster import LiveCluster
-from thunder.runtime.prometheus import Exposition
 from thunder.runtime.records import Histogram
 from thunder.runtime.sandbox_state import ToolHostStats
 
@@ -54,91 +62,134 @@ def program_tokens(programs: Any, backend_id: int) -> int:
     return sum(p.context_tokens for p in programs if p.backend == backend_id and p.status is Status.ACTIVE)
 
 
-def _histogram(page: Exposition, name: str, help_text: str, histogram: Histogram) -> None:
-    page.histogram(name, help_text, histogram.bounds, histogram.counts, histogram.sum_value)
+# Backend gauges: metric name, key of ``backend_rows``, help.
+_BACKEND_GAUGES = (
+    ("backend_healthy", "healthy", "1 if the backend answers /metrics with a KV capacity."),
+    ("backend_capacity_tokens", "capacity_tokens", "KV capacity (tokens) from vLLM's cache config."),
+    ("backend_program_tokens", "program_tokens", "Context tokens of the programs bound to it."),
+    ("backend_running_requests", "proxy_running_requests", "Requests the proxy has in flight there."),
+    ("backend_engine_waiting_requests", "engine_waiting_requests", "vLLM's waiting requests."),
+    ("backend_kv_usage", "kv_usage", "vLLM's KV cache usage (0..1)."),
+)
+# Decision counters: metric name, action in the decision log, help.
+_DECISION_COUNTERS = (
+    ("pauses_total", "pause", "Programs paused (unbound from their backend)."),
+    ("restores_total", "restore", "Programs restored onto a backend."),
+    ("migrations_total", "migrate", "Restores onto another backend than the program's last."),
+    ("pins_total", "pin", "Pin decisions recorded (not enforceable on vLLM)."),
+    ("reclaims_total", "reclaim", "Programs reclaimed after the idle timeout."),
+)
+OUTCOMES = ("ok", "aborted", "hold_timeout", "rejected", "upstream_error")
+PREFIX = "thunder:"
+
+
+class _Families(Collector):
+    """What ``generate_latest`` reads: the families of one scrape."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, help_text, value=value)
+
+
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, help_text, value=value)
+
+
+def _histogram(name: str, help_text: str, histogram: Histogram) -> HistogramMetricFamily:
+    buckets, running = [], 0
+    for bound, count in zip([*histogram.bounds, float("inf")], histogram.counts):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+    return HistogramMetricFamily(PREFIX + name, help_text, buckets=buckets, sum_value=histogram.sum_value)
 
 
 def render_metrics(cluster: LiveCluster, clients: Sequence[BackendClient], held_requests: int,
                    overhead: Histogram, tools: ToolHostStats | None = None) -> str:
-    """The whole ``/metrics`` scrape."""
+    """The whole ``/metrics`` scrape, in the Prometheus text format (0.0.4)."""
+    families = metric_families(cluster, clients, held_requests, overhead, tools)
+    return generate_latest(_Families(families)).decode()
+
+
+def metric_families(cluster: LiveCluster, clients: Sequence[BackendClient], held_requests: int,
+                    overhead: Histogram, tools: ToolHostStats | None = None) -> list[Metric]:
+    """Every family of the scrape, in page order."""
     records = cluster.records
-    page = Exposition()
-    page.family("thunder_programs", "gauge", "Programs known to the proxy, by phase and status.")
-    counts: dict[tuple[Phase, Status], int] = {}
     program_views: list[Program] = list(cluster.views.values())
+    counts: dict[tuple[Phase, Status], int] = {}
     for view in program_views:
         counts[(view.phase, view.status)] = counts.get((view.phase, view.status), 0) + 1
+    programs = GaugeMetricFamily(PREFIX + "programs", "Programs known to the proxy, by phase and status.",
+                                 labels=["phase", "status"])
     for phase in Phase:
         for status in (Status.ACTIVE, Status.PAUSED):
-            page.sample("thunder_programs", counts.get((phase, status), 0), phase=phase.value, status=status.value)
-    for action, help_text in (("pause", "Programs paused (unbound from their backend)."),
-                              ("restore", "Programs restored onto a backend."),
-                              ("migrate", "Restores onto another backend than the program's last."),
-                              ("pin", "Pin decisions recorded (not enforceable on vLLM)."),
-                              ("reclaim", "Programs reclaimed after the idle timeout.")):
-        name = {"pause": "pauses", "restore": "restores", "migrate": "migrations", "pin": "pins",
-                "reclaim": "reclaims"}[action]
-        page.metric(f"thunder_{name}_total", "counter", help_text, records.actions.get(action, 0))
-    page.metric("thunder_queue_length", "gauge", "Programs in the global waiting queue (paused).",
-                sum(1 for v in program_views if v.status is Status.PAUSED))
-    page.metric("thunder_held_requests", "gauge", "Client requests held at the proxy now.", held_requests)
-    _histogram(page, "thunder_queue_wait_seconds", "Time a request waited at the proxy before dispatch.",
-               records.queue_wait)
-    page.family("thunder_requests_total", "counter", "Requests ended, by outcome.")
-    for outcome in ("ok", "aborted", "hold_timeout", "rejected", "upstream_error"):
-        page.sample("thunder_requests_total", records.outcomes.get(outcome, 0), outcome=outcome)
-    _backend_metrics(page, cluster, clients)
-    page.metric("thunder_prompt_tokens_total", "counter", "Prompt tokens of completed requests (usage).",
-                records.prompt_tokens)
-    page.metric("thunder_cached_tokens_total", "counter", "Prompt tokens served from the prefix cache (usage).",
-                records.cached_tokens)
-    page.metric("thunder_kv_hit_rate", "gauge", "Cached prompt tokens / prompt tokens over completed requests.",
-                records.kv_hit_rate)
-    _histogram(page, "thunder_proxy_overhead_seconds",
-               "Time from request received to forwarded, excluding time held by the policy.", overhead)
+            programs.add_metric([phase.value, status.value], counts.get((phase, status), 0))
+    families: list[Metric] = [programs]
+    families += [_counter(name, help_text, records.actions.get(action, 0))
+                 for name, action, help_text in _DECISION_COUNTERS]
+    families += [
+        _gauge("queue_length", "Programs in the global waiting queue (paused).",
+               sum(1 for v in program_views if v.status is Status.PAUSED)),
+        _gauge("held_requests", "Client requests held at the proxy now.", held_requests),
+        _histogram("queue_wait_seconds", "Time a request waited at the proxy before dispatch.", records.queue_wait),
+    ]
+    requests = CounterMetricFamily(PREFIX + "requests_total", "Requests ended, by outcome.", labels=["outcome"])
+    for outcome in OUTCOMES:
+        requests.add_metric([outcome], records.outcomes.get(outcome, 0))
+    families.append(requests)
+    families += _backend_families(cluster, clients)
+    families += [
+        _counter("prompt_tokens_total", "Prompt tokens of completed requests (usage).", records.prompt_tokens),
+        _counter("cached_tokens_total", "Prompt tokens served from the prefix cache (usage).", records.cached_tokens),
+        _gauge("kv_hit_rate", "Cached prompt tokens / prompt tokens over completed requests.", records.kv_hit_rate),
+        _histogram("proxy_overhead_seconds", "Time from request received to forwarded, excluding time held by "
+                                             "the policy.", overhead),
+    ]
     if tools is not None:
-        _sandbox_metrics(page, tools)
-    return page.text()
+        families += _sandbox_families(tools)
+    return families
 
 
-def _sandbox_metrics(page: Exposition, tools: ToolHostStats) -> None:
-    for name, kind, help_text, value in (
-            ("thunder_sandboxes_live", "gauge", "Sandboxes preparing or ready.", tools.sandboxes_live),
-            ("thunder_sandbox_disk_bytes", "gauge", "Disk measured under live sandboxes and unfinished "
-                                                    "teardowns (bytes).", tools.disk_bytes),
-            ("thunder_sandbox_disk_reserved_bytes", "gauge", "Disk quotas held by sandboxes (bytes).",
-             tools.disk_reserved_bytes),
-            ("thunder_sandbox_ports_held", "gauge", "Loopback ports held by sandboxes.", tools.ports_held),
-            ("thunder_sandbox_teardowns", "gauge", "Teardowns in progress or being retried.", tools.teardowns),
-            ("thunder_sandbox_reclaims_total", "counter", "Sandbox instances torn down.", tools.reclaims),
-            ("thunder_sandbox_reclaim_failures_total", "counter", "Teardown attempts that left something held "
-                                                                  "(retried).", tools.reclaim_failures),
-            ("thunder_sandbox_setup_failures_total", "counter", "Sandboxes whose setup failed.",
-             tools.setup_failures),
-            ("thunder_sandbox_sigkills_total", "counter", "Process trees that needed SIGKILL.", tools.sigkills),
-            ("thunder_tool_resources_attached", "gauge", "Client-owned resources attached to programs.",
-             tools.attached)):
-        page.metric(name, kind, help_text, value)
-    page.family("thunder_sandbox_preparations", "gauge", "Preparations in flight, by state.")
-    page.sample("thunder_sandbox_preparations", tools.pending, state="pending")
-    page.sample("thunder_sandbox_preparations", tools.preparing, state="preparing")
+def _sandbox_families(tools: ToolHostStats) -> list[Metric]:
+    families: list[Metric] = [
+        _gauge("sandboxes_live", "Sandboxes preparing or ready.", tools.sandboxes_live),
+        _gauge("sandbox_disk_bytes", "Disk measured under live sandboxes and unfinished teardowns (bytes).",
+               tools.disk_bytes),
+        _gauge("sandbox_disk_reserved_bytes", "Disk quotas held by sandboxes (bytes).", tools.disk_reserved_bytes),
+        _gauge("sandbox_ports_held", "Loopback ports held by sandboxes.", tools.ports_held),
+        _gauge("sandbox_teardowns", "Teardowns in progress or being retried.", tools.teardowns),
+        _counter("sandbox_reclaims_total", "Sandbox instances torn down.", tools.reclaims),
+        _counter("sandbox_reclaim_failures_total", "Teardown attempts that left something held (retried).",
+                 tools.reclaim_failures),
+        _counter("sandbox_setup_failures_total", "Sandboxes whose setup failed.", tools.setup_failures),
+        _counter("sandbox_sigkills_total", "Process trees that needed SIGKILL.", tools.sigkills),
+        _gauge("tool_resources_attached", "Client-owned resources attached to programs.", tools.attached),
+    ]
+    preparations = GaugeMetricFamily(PREFIX + "sandbox_preparations", "Preparations in flight, by state.",
+                                     labels=["state"])
+    preparations.add_metric(["pending"], tools.pending)
+    preparations.add_metric(["preparing"], tools.preparing)
+    return [*families, preparations]
 
 
-def _backend_metrics(page: Exposition, cluster: LiveCluster, clients: Sequence[BackendClient]) -> None:
+def _backend_families(cluster: LiveCluster, clients: Sequence[BackendClient]) -> list[Metric]:
     rows = backend_rows(cluster, clients)
-    for name, key, help_text in (
-            ("thunder_backend_healthy", "healthy", "1 if the backend answers /metrics with a KV capacity."),
-            ("thunder_backend_capacity_tokens", "capacity_tokens", "KV capacity (tokens) from vLLM's cache config."),
-            ("thunder_backend_program_tokens", "program_tokens", "Context tokens of the programs bound to it."),
-            ("thunder_backend_running_requests", "proxy_running_requests", "Requests the proxy has in flight there."),
-            ("thunder_backend_engine_waiting_requests", "engine_waiting_requests", "vLLM's waiting requests."),
-            ("thunder_backend_kv_usage", "kv_usage", "vLLM's KV cache usage (0..1).")):
-        page.family(name, "gauge", help_text)
+    families: list[Metric] = []
+    for name, key, help_text in _BACKEND_GAUGES:
+        family = GaugeMetricFamily(PREFIX + name, help_text, labels=["backend", "url"])
         for row in rows:
-            page.sample(name, float(row[key]), backend=row["backend"], url=row["url"])
-    page.family("thunder_backend_prefix_cache_hit_rate", "gauge", "vLLM prefix cache hits / queries (tokens).")
+            family.add_metric([str(row["backend"]), row["url"]], float(row[key]))
+        families.append(family)
+    hit_rate = GaugeMetricFamily(PREFIX + "backend_prefix_cache_hit_rate", "vLLM prefix cache hits / queries "
+                                                                           "(tokens).", labels=["backend", "url"])
     for row, client in zip(rows, clients):
         queries = client.stats.prefix_queries_tokens
-        page.sample("thunder_backend_prefix_cache_hit_rate",
-                    client.stats.prefix_hits_tokens / queries if queries else 0.0,
-                    backend=row["backend"], url=row["url"])
+        hit_rate.add_metric([str(row["backend"]), row["url"]],
+                            client.stats.prefix_hits_tokens / queries if queries else 0.0)
+    families.append(hit_rate)
+    return families
