@@ -151,7 +151,7 @@ def test_a_held_request_times_out_as_503_with_retry_after(vllm_backend: VllmBack
     # lambda_max = 0.15 of 16,384 tokens: room for one ~2,300-token program; a second does not fit
     # beside it and is held, for at most --max-hold-s.
     options = ("--option", "decay_base=1", "--option", "lambda_max=0.15", "--option", "lambda_min=0.15")
-    with thunder_serve([vllm_backend.url], "--policy", "thunder", "--max-hold-s", "1", *options,
+    with thunder_serve([vllm_backend.url], "--policy", "thunder-paper", "--max-hold-s", "1", *options,
                        workdir=tmp_path) as held_proxy:
         openai_client = client(held_proxy)
         big = [{"role": "user", "content": " ".join(f"w{i}" for i in range(600))}]
