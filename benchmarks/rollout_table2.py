@@ -11,7 +11,7 @@ on the paper preset (GLM-4.6-FP8 on one 8xH100 node per replica). Workloads:
 
 Policies: ``gateway`` (vLLM engines behind the SGLang gateway, the paper's
 baseline), ``vllm`` (vLLM's sticky KV-aware router), ``power-of-two``,
-``continuum``, ``autellix`` and ``thunder``. Seeds shuffle which programs are
+``continuum``, ``autellix``, ``thunder-paper`` (the paper's policy) and ``thunder`` (the default). Seeds shuffle which programs are
 cycled into the batch; the table shows the mean over seeds.
 
     python benchmarks/rollout_table2.py [--seeds 0,1,2] [--workers 2] [--plot docs/img/rollout_memory.png]
@@ -66,7 +66,7 @@ def markdown(frame: pd.DataFrame) -> str:
 def plot(path: Path) -> None:
     runs = {}
     for name, trace in WORKLOADS.items():
-        for policy in ("gateway", "thunder"):
+        for policy in ("gateway", "thunder-paper", "thunder"):
             cell = CellSpec(trace=str(REPO / trace), policy=policy, parallel=144, replicas=2, mode="rollout",
                             programs=144)
             summary, tables = run_cell(cell, keep_tables=True)
