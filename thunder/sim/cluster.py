@@ -15,7 +15,7 @@ from typing import Any, Callable
 import simpy
 
 from thunder.applier import DecisionApplier
-from thunder.cluster import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
+from thunder.cluster import TICK, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.policies.base import Policy
 from thunder.program import Phase, Program, Status
 from thunder.sim.engine import Replica, Request
@@ -75,11 +75,7 @@ class SimCluster(DecisionApplier):
     # -- snapshot ----------------------------------------------------------------
 
     def snapshot(self) -> ClusterView:
-        backends = tuple(
-            BackendView(backend_id=r.backend_id, capacity_tokens=r.spec.capacity_tokens,
-                        running_tokens=r.running_tokens, running_requests=len(r.running),
-                        waiting_requests=len(r.waiting) + r.in_frontend)  # a router counts what it sent
-            for r in self.replicas)
+        backends = tuple([r.backend_view() for r in self.replicas])
         # The mapping is read-only and valid for the duration of one policy call.
         return ClusterView(now_s=self.env.now, backends=backends, programs=self._readonly_views)
 

@@ -32,6 +32,7 @@ from bisect import bisect_left, bisect_right
 import numpy as np
 import simpy
 
+from thunder.cluster import BackendView
 from thunder.cost import CostLedger
 from thunder.sim import kv_costs
 from thunder.sim.decoders import DecodeSet
@@ -68,6 +69,8 @@ class Replica:
         self._budget_left = 0  # token budget the current plan leaves for admissions
         self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
         self.in_frontend = 0  # requests submitted that the engine has not seen yet
+        self._view_key: tuple[int, int, int] | None = None
+        self._view: BackendView | None = None
         self.process = env.process(self._run())
 
     # -- public ------------------------------------------------------------------
@@ -107,6 +110,18 @@ class Replica:
     def running_tokens(self) -> int:
         """KV held by running requests, in whole blocks (O(1), no walk over requests)."""
         return self.cache.used_blocks * self.block_size
+
+    def backend_view(self) -> BackendView:
+        """What a policy sees of this replica now. The frozen value is reused until one of
+        its numbers changes: most policy calls find most replicas as they were."""
+        key = (self.cache.used_blocks, len(self.running), len(self.waiting) + self.in_frontend)
+        if key != self._view_key:
+            self._view_key = key
+            self._view = BackendView(backend_id=self.backend_id, capacity_tokens=self.spec.capacity_tokens,
+                                     running_tokens=key[0] * self.block_size, running_requests=key[1],
+                                     waiting_requests=key[2])  # a router counts what it sent
+        assert self._view is not None
+        return self._view
 
     # -- the engine loop ---------------------------------------------------------
 
@@ -189,8 +204,7 @@ class Replica:
     def _plan_explicit(self) -> StepPlan:
         """Request by request, as vLLM does it, preempting when blocks run out."""
         self.counters.explicit_steps += 1
-        for request in list(self.decoders.members):
-            self.decoders.remove(request)  # state made explicit for this step
+        self.decoders.clear()  # state made explicit for this step
         now = self.env.now
         budget = self.spec.max_num_batched_tokens
         plan = StepPlan(explicit=[])
