@@ -55,6 +55,7 @@ class Replica:
         self.spec = spec
         self.block_size = spec.block_size
         self.jump_decode = jump_decode  # False: one event per step (the reference jumps must match)
+        self._step_s = spec.step_time.step_function()
         self.cache = PrefixCache(spec.num_blocks, spec.block_size)
         self.ledger = CostLedger()
         self.counters = EngineCounters()
@@ -315,7 +316,7 @@ class Replica:
         if plan.explicit is None:
             decode_seqs += len(self.decoders)
             context += self.decoders.context_tokens
-        duration = self.spec.step_time.step_s(prefill_tokens, pairs, decode_seqs, context, plan.joined)
+        duration = self._step_s(prefill_tokens, pairs, decode_seqs, context, plan.joined)
         kv_costs.charge_step(self.ledger, self.cache, entries, self.prefilling, decode_seqs, duration)
         yield self.env.timeout(duration)
         self._accounted_s = self.env.now
