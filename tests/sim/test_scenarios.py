@@ -125,6 +125,37 @@ def test_decode_jumps_match_one_event_per_step(policy):
         assert value == pytest.approx(stepped[0].ledger.token_seconds[term], rel=1e-9, abs=1e-6)
 
 
+# Traces for the exact comparison: arrivals off the 10 ms step grid (no ties), and
+# between them a cache too small for all (preemptions and explicit steps), a shared
+# system prompt, two replicas, and chunked prefills that straddle decode runs.
+EXACT_CASES = {
+    "roomy": ([growing(f"p{i}", 200 + 40 * i, 6, grow=96, output=40 + 7 * i, tool_s=0.3137 + 0.1013 * i)
+               for i in range(6)], engine(96, max_num_batched_tokens=256), {"parallel": 4}),
+    "tight-shared": ([growing(f"q{i}", 150 + 30 * i, 5, grow=80, output=60 + 11 * i, tool_s=0.2171 + 0.0719 * i,
+                              shared=64) for i in range(7)], engine(80, max_num_batched_tokens=128),
+                     {"parallel": 5}),
+    "two-replicas": ([growing(f"r{i}", 300 + 25 * i, 4, grow=120, output=90 - 9 * i, tool_s=0.1931 + 0.0557 * i)
+                      for i in range(8)], engine(72, max_num_batched_tokens=192), {"parallel": 6, "replicas": 2}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXACT_CASES))
+@pytest.mark.parametrize("policy", ["vllm", "continuum", "thunder"])
+def test_fast_engine_gives_identical_step_records_to_one_event_per_step(policy, case):
+    # Every shortcut of the engine (lazy decoders, decode jumps ending on the sequential sum
+    # of their step times) against the reference that takes one SimPy event per step:
+    # the records must be equal, not close.
+    programs, spec, config = EXACT_CASES[case]
+    fast = run(programs, policy, spec, **config)[0]
+    stepped = run(programs, policy, spec, jump_decode=False, **config)[0]
+    assert fast.cluster.records.steps == stepped.cluster.records.steps
+    assert fast.cluster.records.decisions == stepped.cluster.records.decisions
+    assert fast.cluster.records.programs == stepped.cluster.records.programs
+    assert sum(r.counters.jumps for r in fast.replicas) > 0  # the shortcut was taken
+    for term, value in fast.ledger.token_seconds.items():  # charged per jump by dot products
+        assert value == pytest.approx(stepped.ledger.token_seconds[term], rel=1e-9, abs=1e-6)
+
+
 def test_same_inputs_give_identical_runs():
     programs = [growing(f"p{i}", 300 + 50 * i, 5, grow=100, tool_s=0.2 * i) for i in range(5)]
     first = run(programs, "thunder", engine(80), parallel=3, replicas=2)[1]

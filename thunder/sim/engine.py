@@ -31,6 +31,7 @@ from bisect import bisect_left, bisect_right
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL
 
 from thunder.cluster import BackendView
 from thunder.cost import CostLedger
@@ -45,6 +46,26 @@ from thunder.sim.request import EngineCounters, Request, StepPlan
 BOUNDARY_S = 1e-9
 
 
+class TimeoutAt(simpy.Timeout):
+    """A timeout that fires at the instant ``at_s`` itself.
+
+    ``env.timeout(at_s - now)`` fires at ``now + (at_s - now)``, which can miss ``at_s``
+    by a rounding step, and then no delay lands on it. A decode jump must end where its
+    steps, one by one, would have: on the sequential sum of their durations. So this
+    is SimPy's ``Timeout`` with the same fields, queued at an absolute time.
+    """
+
+    def __init__(self, env: simpy.Environment, at_s: float) -> None:
+        if at_s < env.now:
+            raise ValueError(f"{at_s} is in the past (now {env.now})")
+        self.env = env
+        self.callbacks = []
+        self._value = None
+        self._delay = at_s - env.now
+        self._ok = True
+        heapq.heappush(env._queue, (at_s, NORMAL, next(env._eid), self))  # as Environment.schedule
+
+
 class Replica:
     """One data-parallel engine; ``submit`` requests, ``on_done`` fires when each finishes."""
 
@@ -55,7 +76,9 @@ class Replica:
         self.spec = spec
         self.block_size = spec.block_size
         self.jump_decode = jump_decode  # False: one event per step (the reference jumps must match)
-        self._step_s = spec.step_time.step_function()
+        # Duck-typed step clocks (calibration's feature recorder) have only ``step_s``.
+        fold = getattr(spec.step_time, "step_function", None)
+        self._step_s = fold() if fold is not None else spec.step_time.step_s
         self.cache = PrefixCache(spec.num_blocks, spec.block_size)
         self.ledger = CostLedger()
         self.counters = EngineCounters()
@@ -371,6 +394,9 @@ class Replica:
 
     # -- decode jumps ------------------------------------------------------------
 
+    def _timeout_until(self, end_s: float) -> simpy.Timeout:
+        return TimeoutAt(self.env, end_s)
+
     def _decode_jump(self, plan: StepPlan):
         decoders = self.decoders
         cache = self.cache
@@ -389,7 +415,7 @@ class Replica:
             steps = min(steps, int(np.searchsorted(ends, min(expiries), side="left")) + 1)
             durations, ends = durations[:steps], ends[:steps]
         self._wakeup = self.env.event()
-        yield self.env.timeout(float(ends[steps - 1]) - start) | self._wakeup
+        yield self._timeout_until(float(ends[steps - 1])) | self._wakeup
         done = steps
         if self.env.now < ends[steps - 1] - BOUNDARY_S:
             # Interrupted by an arrival: a step ending now is complete (the arrival
@@ -397,7 +423,7 @@ class Replica:
             done = int(np.searchsorted(ends[:steps], self.env.now + BOUNDARY_S, side="right"))
             if done == 0 or ends[done - 1] < self.env.now - BOUNDARY_S:
                 done += 1
-                yield self.env.timeout(float(ends[done - 1]) - self.env.now)
+                yield self._timeout_until(float(ends[done - 1]))
         if done == 0:
             return  # unreachable: a jump always completes its first step
         grown = int(extra[done - 1])
