@@ -93,13 +93,17 @@ class Replica:
         self._budget_left = 0  # token budget the current plan leaves for admissions
         self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
         self.in_frontend = 0  # requests submitted that the engine has not seen yet
-        self._view_key: tuple[int, int, int] | None = None
+        # What a policy sees of this replica changes only where ``_changed`` is bumped:
+        # a submit, an arrival, a finish (before its callback) and a step's planning.
+        self._changed = 0
+        self._view_at = -1
         self._view: BackendView | None = None
         self.process = env.process(self._run())
 
     # -- public ------------------------------------------------------------------
 
     def submit(self, request: Request) -> None:
+        self._changed += 1
         now = request.submitted_s = self.env.now
         delay = self.spec.request_overhead_s
         if self.spec.frontend_s > 0:
@@ -120,6 +124,7 @@ class Replica:
         self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
+        self._changed += 1
         request.engine_arrival_s = self.env.now
         self._order += 1
         request.order = self._order
@@ -136,15 +141,13 @@ class Replica:
         return self.cache.used_blocks * self.block_size
 
     def backend_view(self) -> BackendView:
-        """What a policy sees of this replica now. The frozen value is reused until one of
-        its numbers changes: most policy calls find most replicas as they were."""
-        key = (self.cache.used_blocks, len(self.running), len(self.waiting) + self.in_frontend)
-        if key != self._view_key:
-            self._view_key = key
+        """What a policy sees of this replica now. The frozen value is rebuilt only after a
+        change point (``_changed``): most policy calls find most replicas as they were."""
+        if self._view_at != self._changed or self._view is None:
+            self._view_at = self._changed
             self._view = BackendView(backend_id=self.backend_id, capacity_tokens=self.spec.capacity_tokens,
-                                     running_tokens=key[0] * self.block_size, running_requests=key[1],
-                                     waiting_requests=key[2])  # a router counts what it sent
-        assert self._view is not None
+                                     running_tokens=self.running_tokens, running_requests=len(self.running),
+                                     waiting_requests=len(self.waiting) + self.in_frontend)  # what a router sent
         return self._view
 
     # -- the engine loop ---------------------------------------------------------
@@ -158,6 +161,7 @@ class Replica:
                 continue
             self.charge_idle()
             plan = self._schedule()
+            self._changed += 1
             if plan.is_empty(len(self.decoders)):
                 yield from self._wait_for_room()
                 continue
@@ -389,6 +393,7 @@ class Replica:
         request.program_blocks_held = 0
         request.holds_shared = False
         request.done_s = self.env.now
+        self._changed += 1
         if request.on_done is not None:
             request.on_done(request)
 
@@ -401,14 +406,17 @@ class Replica:
         decoders = self.decoders
         cache = self.cache
         max_steps = decoders.steps_until_first_finish()
-        per_step = decoders.new_blocks_per_step(max_steps)  # [0] was allocated by the plan
-        extra = np.concatenate(([0], np.cumsum(per_step[1:])))  # blocks for steps 1..i
+        extra = decoders.new_blocks_per_step(max_steps)  # a fresh array
+        extra[0] = 0  # allocated by the plan
+        np.cumsum(extra, out=extra)  # blocks for steps 1..i
         free = cache.empty_blocks + cache.free_cached_blocks
         steps = min(max_steps, int(np.searchsorted(extra, free, side="right")))
         start = self.env.now
         durations = self.spec.step_time.decode_run_s(len(decoders), decoders.context_tokens, steps)
-        # Sequential sums, as successive single steps would add them up.
-        ends = np.cumsum(np.concatenate(([start], durations)))[1:]
+        # Sequential sums from ``start``, as successive single steps would add them up.
+        ends = durations.copy()
+        ends[0] += start
+        np.cumsum(ends, out=ends)
         expiries = [until for _, until in cache.pinned.values() if until > start]
         if expiries:
             # A pin expiring frees blocks: the first step starting after it may admit more.
