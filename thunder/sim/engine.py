@@ -27,6 +27,7 @@ Event efficiency, exact in what it reports:
 from __future__ import annotations
 
 import heapq
+from typing import Any
 from bisect import bisect_left, bisect_right
 
 import numpy as np
@@ -44,6 +45,8 @@ from thunder.sim.request import EngineCounters, Request, StepPlan
 # Two instants closer than this are the same step boundary (float sums of step
 # times taken along different paths differ in the last bits).
 BOUNDARY_S = 1e-9
+# Jumps planned to end within this many steps are planned in plain Python (most are).
+SHORT_JUMP_STEPS = 64
 
 
 class TimeoutAt(simpy.Timeout):
@@ -78,6 +81,7 @@ class Replica:
         self.jump_decode = jump_decode  # False: one event per step (the reference jumps must match)
         # Duck-typed step clocks (calibration's feature recorder) have only ``step_s``.
         fold = getattr(spec.step_time, "step_function", None)
+        self._folded = fold is not None
         self._step_s = fold() if fold is not None else spec.step_time.step_s
         self.cache = PrefixCache(spec.num_blocks, spec.block_size)
         self.ledger = CostLedger()
@@ -402,25 +406,63 @@ class Replica:
     def _timeout_until(self, end_s: float) -> simpy.Timeout:
         return TimeoutAt(self.env, end_s)
 
-    def _decode_jump(self, plan: StepPlan):
+    def _plan_long_jump(self, max_steps: int, free: int, start: float) -> tuple[Any, Any, list[float]]:
+        """Blocks taken by steps 1..i, step durations and step ends of the jump, vectorised."""
         decoders = self.decoders
-        cache = self.cache
-        max_steps = decoders.steps_until_first_finish()
         extra = decoders.new_blocks_per_step(max_steps)  # a fresh array
         extra[0] = 0  # allocated by the plan
         np.cumsum(extra, out=extra)  # blocks for steps 1..i
-        free = cache.empty_blocks + cache.free_cached_blocks
         steps = min(max_steps, int(np.searchsorted(extra, free, side="right")))
-        start = self.env.now
         durations = self.spec.step_time.decode_run_s(len(decoders), decoders.context_tokens, steps)
         # Sequential sums from ``start``, as successive single steps would add them up.
         ends = durations.copy()
         ends[0] += start
         np.cumsum(ends, out=ends)
+        return extra[:steps], durations, ends.tolist()
+
+    def _plan_short_jump(self, max_steps: int, free: int, start: float) -> tuple[Any, Any, list[float]]:
+        """``_plan_long_jump`` one step at a time, for the common short jump (numpy's cost per
+        call outweighs its speed per element there). Each duration is the single step's
+        ``step_s``, which equals ``decode_run_s`` element by element."""
+        decoders = self.decoders
+        block_size = decoders.block_size
+        clock = decoders.clock
+        counts = [len(bucket) for bucket in decoders.buckets]
+        extra = [0]
+        taken = 0
+        for i in range(1, max_steps):
+            taken += counts[-(clock + i) % block_size]
+            if taken > free:
+                break
+            extra.append(taken)
+        seqs = len(decoders)
+        context = decoders.context_tokens
+        step_s = self._step_s
+        durations: list[float] = []
+        ends: list[float] = []
+        end = start
+        for i in range(len(extra)):
+            duration = step_s(0, 0.0, seqs, context + seqs * i, 0)
+            durations.append(duration)
+            end = end + duration
+            ends.append(end)
+        return extra, durations, ends
+
+    def _decode_jump(self, plan: StepPlan):
+        decoders = self.decoders
+        cache = self.cache
+        max_steps = decoders.steps_until_first_finish()
+        free = cache.empty_blocks + cache.free_cached_blocks
+        start = self.env.now
+        if max_steps <= SHORT_JUMP_STEPS and self._folded:
+            extra, durations, ends = self._plan_short_jump(max_steps, free, start)
+        else:
+            extra, durations, ends = self._plan_long_jump(max_steps, free, start)
+        steps = len(ends)
         expiries = [until for _, until in cache.pinned.values() if until > start]
         if expiries:
             # A pin expiring frees blocks: the first step starting after it may admit more.
-            steps = min(steps, int(np.searchsorted(ends, min(expiries), side="left")) + 1)
+            steps = min(steps, bisect_left(ends, min(expiries)) + 1)
             durations, ends = durations[:steps], ends[:steps]
         self._wakeup = self.env.event()
         yield self._timeout_until(float(ends[steps - 1])) | self._wakeup
@@ -428,14 +470,15 @@ class Replica:
         if self.env.now < ends[steps - 1] - BOUNDARY_S:
             # Interrupted by an arrival: a step ending now is complete (the arrival
             # joins the next one); otherwise finish the step in flight, then stop.
-            done = int(np.searchsorted(ends[:steps], self.env.now + BOUNDARY_S, side="right"))
+            done = bisect_right(ends, self.env.now + BOUNDARY_S, 0, steps)
             if done == 0 or ends[done - 1] < self.env.now - BOUNDARY_S:
                 done += 1
                 yield self._timeout_until(float(ends[done - 1]))
         if done == 0:
             return  # unreachable: a jump always completes its first step
         grown = int(extra[done - 1])
-        kv_costs.charge_jump(self.ledger, self.cache, durations[:done], extra[:done])
+        kv_costs.charge_jump(self.ledger, self.cache, np.asarray(durations[:done], dtype=np.float64),
+                             np.asarray(extra[:done], dtype=np.int64))
         self._accounted_s = self.env.now
         self.counters.steps += done
         self.counters.jumps += 1
