@@ -97,9 +97,9 @@ class Replica:
         self._budget_left = 0  # token budget the current plan leaves for admissions
         self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
         self.in_frontend = 0  # requests submitted that the engine has not seen yet
-        # What a policy sees of this replica changes only where ``_changed`` is bumped:
-        # a submit, an arrival, a finish (before its callback) and a step's planning.
-        self._changed = 0
+        # What a policy sees of this replica changes only where ``changes`` is bumped (it
+        # only grows): a submit, an arrival, a finish (before its callback), a step's plan.
+        self.changes = 0
         self._view_at = -1
         self._view: BackendView | None = None
         self.process = env.process(self._run())
@@ -107,7 +107,7 @@ class Replica:
     # -- public ------------------------------------------------------------------
 
     def submit(self, request: Request) -> None:
-        self._changed += 1
+        self.changes += 1
         now = request.submitted_s = self.env.now
         delay = self.spec.request_overhead_s
         if self.spec.frontend_s > 0:
@@ -128,7 +128,7 @@ class Replica:
         self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
-        self._changed += 1
+        self.changes += 1
         request.engine_arrival_s = self.env.now
         self._order += 1
         request.order = self._order
@@ -147,8 +147,8 @@ class Replica:
     def backend_view(self) -> BackendView:
         """What a policy sees of this replica now. The frozen value is rebuilt only after a
         change point (``_changed``): most policy calls find most replicas as they were."""
-        if self._view_at != self._changed or self._view is None:
-            self._view_at = self._changed
+        if self._view_at != self.changes or self._view is None:
+            self._view_at = self.changes
             self._view = BackendView(backend_id=self.backend_id, capacity_tokens=self.spec.capacity_tokens,
                                      running_tokens=self.running_tokens, running_requests=len(self.running),
                                      waiting_requests=len(self.waiting) + self.in_frontend)  # what a router sent
@@ -165,7 +165,7 @@ class Replica:
                 continue
             self.charge_idle()
             plan = self._schedule()
-            self._changed += 1
+            self.changes += 1
             if plan.is_empty(len(self.decoders)):
                 yield from self._wait_for_room()
                 continue
@@ -397,7 +397,7 @@ class Replica:
         request.program_blocks_held = 0
         request.holds_shared = False
         request.done_s = self.env.now
-        self._changed += 1
+        self.changes += 1
         if request.on_done is not None:
             request.on_done(request)
 
