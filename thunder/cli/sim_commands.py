@@ -111,6 +111,8 @@ def compare_command(
                                                    "order (0: as is). Tables show the mean over seeds."),
     mode: str = typer.Option("closed", "--mode", help="closed or rollout (then --parallel is ignored)."),
     rollout_programs: int | None = typer.Option(None, "--programs", min=1, help="Rollout batch size."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress line (it is off anyway when stderr is "
+                                                      "not a terminal)."),
 ) -> None:
     """Run a policy x parallelism grid; print the table and write plots."""
     import os
@@ -136,19 +138,28 @@ def compare_command(
              for seed in seed_list for n in levels for name in names]
     workers = workers or min(len(cells), os.cpu_count() or 1)
 
+    from thunder.cli.progress import GridProgress
+    progress = GridProgress([f"{c.policy} x{c.parallel}" + (f" s{c.seed}" if len(seed_list) > 1 else "")
+                             for c in cells], enabled=False if quiet else None)
+
     def report(s: dict) -> None:
+        progress.clear()
         typer.echo(f"  {s['policy']:>10} x{s['parallel']:<4} seed {s.get('seed', 0):<3} "
                    f"{s['steps_per_min']:8.1f} steps/min  hit {s['kv_hit_rate']:.3f}", err=True)
+        progress.draw()
 
     try:
         if executor == "ray":
             from thunder.sim.ray_grid import run_grid_ray
             results = run_grid_ray(cells, address=address, on_result=report)
         else:
-            results = run_grid(cells, workers=workers, on_result=report)
+            results = run_grid(cells, workers=workers, on_result=report,
+                               on_progress=progress.update if progress.enabled else None)
     except (TraceError, SimulationError, ValueError, RuntimeError) as exc:
+        progress.clear()
         _fail(str(exc))
         return
+    progress.clear()
     frame = pd.DataFrame(results)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
