@@ -406,6 +406,19 @@ class Replica:
     def _timeout_until(self, end_s: float) -> simpy.Timeout:
         return TimeoutAt(self.env, end_s)
 
+    def _first_of(self, *events: simpy.Event) -> simpy.Event:
+        """An event that succeeds when the first of ``events`` is processed: ``a | b`` without
+        building a Condition and its value. The hops are a Condition's (the first event's
+        callback schedules this one at that instant), so the order of events is unchanged."""
+        gate = self.env.event()
+
+        def open_gate(_: simpy.Event) -> None:
+            if not gate.triggered:
+                gate.succeed()
+        for event in events:
+            event.callbacks.append(open_gate)  # type: ignore[union-attr]  # pending events have a list
+        return gate
+
     def _plan_long_jump(self, max_steps: int, free: int, start: float) -> tuple[Any, Any, list[float]]:
         """Blocks taken by steps 1..i, step durations and step ends of the jump, vectorised."""
         decoders = self.decoders
@@ -465,7 +478,7 @@ class Replica:
             steps = min(steps, bisect_left(ends, min(expiries)) + 1)
             durations, ends = durations[:steps], ends[:steps]
         self._wakeup = self.env.event()
-        yield self._timeout_until(float(ends[steps - 1])) | self._wakeup
+        yield self._first_of(self._timeout_until(float(ends[steps - 1])), self._wakeup)
         done = steps
         if self.env.now < ends[steps - 1] - BOUNDARY_S:
             # Interrupted by an arrival: a step ending now is complete (the arrival
