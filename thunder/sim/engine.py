@@ -78,7 +78,9 @@ class Replica:
         self.backend_id = backend_id
         self.spec = spec
         self.block_size = spec.block_size
-        self.jump_decode = jump_decode  # False: one event per step (the reference jumps must match)
+        # False: the reference the shortcuts must match: one event per step, and every
+        # preemption on the explicit path.
+        self.jump_decode = jump_decode
         # Duck-typed step clocks (calibration's feature recorder) have only ``step_s``.
         fold = getattr(spec.step_time, "step_function", None)
         self._folded = fold is not None
@@ -95,6 +97,8 @@ class Replica:
         self._wakeup = env.event()
         self._accounted_s = 0.0
         self._budget_left = 0  # token budget the current plan leaves for admissions
+        self._short_plan: StepPlan | None = None  # the lazy plan that found too few blocks
+        self._fcfs = True  # every request so far had the default priority (victims: last admitted)
         self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
         self.in_frontend = 0  # requests submitted that the engine has not seen yet
         # What a policy sees of this replica changes only where ``changes`` is bumped (it
@@ -129,6 +133,8 @@ class Replica:
 
     def _enqueue(self, request: Request) -> None:
         self.changes += 1
+        if request.priority != 0.0:
+            self._fcfs = False
         request.engine_arrival_s = self.env.now
         self._order += 1
         request.order = self._order
@@ -171,7 +177,7 @@ class Replica:
                 continue
             # No prefill and admission was tried (no preemption) means nothing waiting
             # fits until a request finishes (decode only consumes blocks): jump.
-            if self.jump_decode and plan.explicit is None and not plan.prefill:
+            if self.jump_decode and plan.explicit is None and not plan.prefill and not plan.preempted:
                 yield from self._decode_jump(plan)
             else:
                 yield from self._single_step(plan)
@@ -196,6 +202,9 @@ class Replica:
 
     def _schedule(self) -> StepPlan:
         plan = self._plan_lazy()
+        if plan is None and self._short_plan is not None and self.jump_decode and self._fcfs \
+                and not self._expired_pins():
+            plan = self._plan_lazy_preempting(self._short_plan)
         if plan is None:
             plan = self._plan_explicit()
         if not plan.preempted:
@@ -207,6 +216,7 @@ class Replica:
         None when a request must stall or blocks run short (take the explicit path)."""
         budget = self.spec.max_num_batched_tokens
         decoders = self.decoders
+        self._short_plan = None
         if len(decoders) > budget:
             return None
         plan = StepPlan()
@@ -225,12 +235,67 @@ class Replica:
                 break  # budget exhausted; later prefills wait
         cache = self.cache
         if need > cache.empty_blocks + cache.free_cached_blocks:
+            self._short_plan = plan  # blocks run short: someone must be preempted
             return None
         cache.allocate(need, self.env.now)
         for request, tokens in plan.prefill:
             request.program_blocks_held = request.blocks_for(request.computed + tokens, self.block_size)
         plan.decode_blocks = len(decoders.needing_block())
         self._budget_left = budget - len(decoders) - used
+        return plan
+
+    def _expired_pins(self) -> bool:
+        now = self.env.now
+        return any(until <= now for _, until in self.cache.pinned.values())
+
+    def _plan_lazy_preempting(self, plan: StepPlan) -> StepPlan:
+        """``_plan_explicit``'s outcome when blocks run short, without making every decoder
+        explicit: the same walk over the running requests in admission order, each taking
+        the blocks of its token or chunk, the last admitted preempted while one does not
+        fit; the cache sees the same allocations and releases in the same order.
+
+        Only for first-come-first-served replicas (the victim is then the last running
+        request, never one already walked) and when no pin has expired (an allocation
+        that falls short would release expired pins in between)."""
+        decoders, cache = self.decoders, self.cache
+        block_size = self.block_size
+        needing = decoders.needing_block()
+        chunk_need = {request: max(0, request.blocks_for(request.computed + tokens, block_size)
+                                   - request.program_blocks_held) for request, tokens in plan.prefill}
+        order = list(self.running)
+        free = cache.empty_blocks + cache.free_cached_blocks
+        pending = 0  # blocks taken since the last preemption, allocated together
+        tail = len(order) - 1
+        now = self.env.now
+        index = 0
+        while index <= tail:
+            request = order[index]
+            index += 1
+            need = 1 if request in needing else chunk_need.get(request, 0)
+            if need <= free:
+                free -= need
+                pending += need
+                continue
+            cache.allocate(pending, now)  # the walk so far, before anything is released
+            pending = 0
+            while need > free:
+                victim = order[tail]
+                tail -= 1
+                self._preempt(victim)
+                plan.preempted = True
+                free = cache.empty_blocks + cache.free_cached_blocks
+                if victim is request:
+                    break
+            else:
+                free -= need
+                pending += need
+        allocated = cache.allocate(pending, now)
+        assert allocated, "the walk counted these blocks free"
+        plan.prefill = [(request, tokens) for request, tokens in plan.prefill if request in self.running]
+        for request, tokens in plan.prefill:
+            request.program_blocks_held = request.blocks_for(request.computed + tokens, block_size)
+        plan.decode_blocks = len(decoders.needing_block())
+        self.counters.lazy_preemption_steps += 1
         return plan
 
     def _plan_explicit(self) -> StepPlan:
