@@ -13,22 +13,30 @@ Each engine step (vLLM v1's scheduler):
    "Fits" means the blocks of its first chunk are free, or, with
    ``EngineSpec.admit_full_prompt`` (vLLM 0.32's default), those of its whole prompt.
 
-Event efficiency, exact in what it reports:
+Event efficiency, exact in what it reports (``jump_decode=False`` turns the
+shortcuts off: the reference that tests/sim/test_scenarios.py holds them to,
+record for record):
 * decoding requests advance lazily (``DecodeSet``): a step costs O(prefilling
-  requests), not O(batch). A step where blocks run short or the budget
-  starves a decoder takes the explicit path, request by request.
+  requests), not O(batch). A step where blocks run short (but see below) or
+  the budget starves a decoder takes the explicit path, request by request.
+* blocks running short on a first-come-first-served replica with no expired pin
+  preempt without that path: the explicit walk's allocations and releases, in its
+  order, over counts instead of requests.
 * when a step has no prefill and admission was tried, the next steps are
   identical but for one token of context each, until a request finishes,
   blocks run out, a pin expires or a request arrives: they are advanced in
-  one jump with exact per-step durations; an arrival interrupts the jump at
-  the end of the step in flight. The cost ledger is charged per step.
+  one jump with exact per-step durations, and the jump ends on the very float
+  instant that adding them one by one reaches (``TimeoutAt``); an arrival
+  interrupts the jump at the end of the step in flight. Short jumps (most)
+  are planned in plain Python, long ones with numpy. The cost ledger is
+  charged per step.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import Any
 from bisect import bisect_left, bisect_right
+from typing import Any
 
 import numpy as np
 import simpy
