@@ -38,10 +38,17 @@ class CostLedger:
         """Charge ``duration_s`` of a constant state given in tokens per term."""
         if duration_s <= 0:
             return
-        for term, tokens in (("decode", decode), ("prefill", prefill), ("recompute", recompute),
-                             ("caching", caching), ("unused", unused)):
-            if tokens:
-                self.add(term, tokens * duration_s)
+        # Unrolled (the simulator charges every engine step): the terms in COST_TERMS order.
+        if decode:
+            self.add("decode", decode * duration_s)
+        if prefill:
+            self.add("prefill", prefill * duration_s)
+        if recompute:
+            self.add("recompute", recompute * duration_s)
+        if caching:
+            self.add("caching", caching * duration_s)
+        if unused:
+            self.add("unused", unused * duration_s)
 
     def merge(self, other: "CostLedger") -> None:
         for term in COST_TERMS:

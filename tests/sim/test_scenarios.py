@@ -8,6 +8,7 @@ from sim_builders import engine, growing, program, replace
 
 from thunder.metrics import build_tables, summarize
 from thunder.policies.registry import make_policy
+from thunder.sim import engine as engine_module
 from thunder.sim.run import SimConfig, simulate
 
 
@@ -123,6 +124,45 @@ def test_decode_jumps_match_one_event_per_step(policy):
     pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=1e-9, atol=1e-9)
     for term, value in jumped[0].ledger.token_seconds.items():
         assert value == pytest.approx(stepped[0].ledger.token_seconds[term], rel=1e-9, abs=1e-6)
+
+
+# Traces for the exact comparison: arrivals off the 10 ms step grid (no ties), and
+# between them a cache too small for all (preemptions and explicit steps), a shared
+# system prompt, two replicas, and chunked prefills that straddle decode runs.
+EXACT_CASES = {
+    "roomy": ([growing(f"p{i}", 200 + 40 * i, 6, grow=96, output=40 + 7 * i, tool_s=0.3137 + 0.1013 * i)
+               for i in range(6)], engine(96, max_num_batched_tokens=256), {"parallel": 4}),
+    "tight-shared": ([growing(f"q{i}", 150 + 30 * i, 5, grow=80, output=60 + 11 * i, tool_s=0.2171 + 0.0719 * i,
+                              shared=64) for i in range(7)], engine(80, max_num_batched_tokens=128),
+                     {"parallel": 5}),
+    "two-replicas": ([growing(f"r{i}", 300 + 25 * i, 4, grow=120, output=90 - 9 * i, tool_s=0.1931 + 0.0557 * i)
+                      for i in range(8)], engine(72, max_num_batched_tokens=192), {"parallel": 6, "replicas": 2}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXACT_CASES))
+@pytest.mark.parametrize("policy", ["vllm", "continuum", "thunder"])
+def test_fast_engine_gives_identical_step_records_to_one_event_per_step(policy, case, monkeypatch):
+    # Every shortcut of the engine (decode jumps ending on the sequential sum of their step
+    # times, short jumps planned without numpy, preemption without the explicit path)
+    # against the reference that takes one SimPy event per step and preempts request by
+    # request: the records must be equal, not close.
+    programs, spec, config = EXACT_CASES[case]
+    fast = run(programs, policy, spec, **config)[0]
+    stepped = run(programs, policy, spec, jump_decode=False, **config)[0]
+    monkeypatch.setattr(engine_module, "SHORT_JUMP_STEPS", 0)  # every jump planned by numpy
+    vectorised = run(programs, policy, spec, **config)[0]
+    for other in (stepped, vectorised):
+        assert fast.cluster.records.steps == other.cluster.records.steps
+        assert fast.cluster.records.decisions == other.cluster.records.decisions
+        assert fast.cluster.records.programs == other.cluster.records.programs
+    assert sum(r.counters.jumps for r in fast.replicas) > 0  # the shortcuts were taken
+    if policy != "thunder":  # thunder pauses before the cache runs short
+        assert sum(r.counters.lazy_preemption_steps for r in fast.replicas) > 0
+    assert sum(r.counters.lazy_preemption_steps for r in stepped.replicas) == 0
+    assert vectorised.ledger.token_seconds == fast.ledger.token_seconds
+    for term, value in fast.ledger.token_seconds.items():  # charged per jump by dot products
+        assert value == pytest.approx(stepped.ledger.token_seconds[term], rel=1e-9, abs=1e-6)
 
 
 def test_same_inputs_give_identical_runs():

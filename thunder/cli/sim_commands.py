@@ -120,6 +120,8 @@ def compare_command(
     rollout_programs: int | None = typer.Option(None, "--programs", min=1, help="Rollout batch size."),
     bound: bool = typer.Option(True, "--bound/--no-bound", help="Also run each cell with unbounded KV and "
                                                                 "report every policy's share of it (of_bound)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress line (it is off anyway when stderr is "
+                                                      "not a terminal)."),
 ) -> None:
     """Run a policy x parallelism grid; print the table and write plots."""
     import os
@@ -146,19 +148,29 @@ def compare_command(
     bounds = list(dict.fromkeys(bound_cell(c) for c in cells)) if bound else []
     workers = workers or min(len(cells) + len(bounds), os.cpu_count() or 1)
 
+    from thunder.cli.progress import GridProgress
+    progress = GridProgress([("bound" if c.unbounded_kv else c.policy) + f" x{c.parallel}"
+                             + (f" s{c.seed}" if len(seed_list) > 1 else "") for c in cells + bounds],
+                            enabled=False if quiet else None)
+
     def report(s: dict) -> None:
+        progress.clear()
         typer.echo(f"  {s['policy']:>10} x{s['parallel']:<4} seed {s.get('seed', 0):<3} "
                    f"{s['steps_per_min']:8.1f} steps/min  hit {s['kv_hit_rate']:.3f}", err=True)
+        progress.draw()
 
     try:
         if executor == "ray":
             from thunder.sim.ray_grid import run_grid_ray
             results = run_grid_ray(cells + bounds, address=address, on_result=report)
         else:
-            results = run_grid(cells + bounds, workers=workers, on_result=report)
+            results = run_grid(cells + bounds, workers=workers, on_result=report,
+                               on_progress=progress.update if progress.enabled else None)
     except (TraceError, SimulationError, ValueError, RuntimeError) as exc:
+        progress.clear()
         _fail(str(exc))
         return
+    progress.clear()
     frame = pd.DataFrame(results[:len(cells)])
     out.mkdir(parents=True, exist_ok=True)
     if bounds:

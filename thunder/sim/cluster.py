@@ -15,7 +15,7 @@ from typing import Any, Callable
 import simpy
 
 from thunder.applier import DecisionApplier, checks_before_dispatch
-from thunder.cluster import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
+from thunder.cluster import TICK, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.policies.base import Policy
 from thunder.program import Phase, Program, Status
 from thunder.sim.engine import Replica, Request
@@ -71,15 +71,17 @@ class SimCluster(DecisionApplier):
         self.on_program_end = on_program_end
         self.max_request_tokens = min(r.spec.capacity_tokens for r in replicas)
         self.control_steps = 0
+        self._backends_at = -1  # sum of the replicas' change counters when _backends was built
+        self._backends: tuple = ()
 
     # -- snapshot ----------------------------------------------------------------
 
     def snapshot(self) -> ClusterView:
-        backends = tuple(
-            BackendView(backend_id=r.backend_id, capacity_tokens=r.spec.capacity_tokens,
-                        running_tokens=r.running_tokens, running_requests=len(r.running),
-                        waiting_requests=len(r.waiting) + r.in_frontend)  # a router counts what it sent
-            for r in self.replicas)
+        changes = sum([r.changes for r in self.replicas])  # each only grows: equal sums, no change
+        if changes != self._backends_at:
+            self._backends_at = changes
+            self._backends = tuple([r.backend_view() for r in self.replicas])
+        backends = self._backends
         # The mapping is read-only and valid for the duration of one policy call.
         return ClusterView(now_s=self.env.now, backends=backends, programs=self._readonly_views)
 

@@ -74,6 +74,17 @@ class DecodeSet:
         del self.seqs[bisect_left(self.seqs, request.seq)]
         # The heap entry is dropped lazily (see ``pop_finished``).
 
+    def clear(self) -> None:
+        """Stop tracking every member at once (an explicit step); their states are made explicit."""
+        for request in self.members:
+            self.materialize(request)
+        self.members = {}
+        self.buckets = [{} for _ in range(self.block_size)]
+        self.offset_sum = 0
+        self.program_blocks = 0
+        self.seqs = []
+        self._finish_heap = []  # every entry is stale now
+
     @property
     def context_tokens(self) -> int:
         return self.offset_sum + len(self.members) * self.clock

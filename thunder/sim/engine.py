@@ -13,25 +13,36 @@ Each engine step (vLLM v1's scheduler):
    "Fits" means the blocks of its first chunk are free, or, with
    ``EngineSpec.admit_full_prompt`` (vLLM 0.32's default), those of its whole prompt.
 
-Event efficiency, exact in what it reports:
+Event efficiency, exact in what it reports (``jump_decode=False`` turns the
+shortcuts off: the reference that tests/sim/test_scenarios.py holds them to,
+record for record):
 * decoding requests advance lazily (``DecodeSet``): a step costs O(prefilling
-  requests), not O(batch). A step where blocks run short or the budget
-  starves a decoder takes the explicit path, request by request.
+  requests), not O(batch). A step where blocks run short (but see below) or
+  the budget starves a decoder takes the explicit path, request by request.
+* blocks running short on a first-come-first-served replica with no expired pin
+  preempt without that path: the explicit walk's allocations and releases, in its
+  order, over counts instead of requests.
 * when a step has no prefill and admission was tried, the next steps are
   identical but for one token of context each, until a request finishes,
   blocks run out, a pin expires or a request arrives: they are advanced in
-  one jump with exact per-step durations; an arrival interrupts the jump at
-  the end of the step in flight. The cost ledger is charged per step.
+  one jump with exact per-step durations, and the jump ends on the very float
+  instant that adding them one by one reaches (``TimeoutAt``); an arrival
+  interrupts the jump at the end of the step in flight. Short jumps (most)
+  are planned in plain Python, long ones with numpy. The cost ledger is
+  charged per step.
 """
 
 from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
+from typing import Any
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL
 
+from thunder.cluster import BackendView
 from thunder.cost import CostLedger
 from thunder.sim import kv_costs
 from thunder.sim.decoders import DecodeSet
@@ -42,6 +53,28 @@ from thunder.sim.request import EngineCounters, Request, StepPlan
 # Two instants closer than this are the same step boundary (float sums of step
 # times taken along different paths differ in the last bits).
 BOUNDARY_S = 1e-9
+# Jumps planned to end within this many steps are planned in plain Python (most are).
+SHORT_JUMP_STEPS = 64
+
+
+class TimeoutAt(simpy.Timeout):
+    """A timeout that fires at the instant ``at_s`` itself.
+
+    ``env.timeout(at_s - now)`` fires at ``now + (at_s - now)``, which can miss ``at_s``
+    by a rounding step, and then no delay lands on it. A decode jump must end where its
+    steps, one by one, would have: on the sequential sum of their durations. So this
+    is SimPy's ``Timeout`` with the same fields, queued at an absolute time.
+    """
+
+    def __init__(self, env: simpy.Environment, at_s: float) -> None:
+        if at_s < env.now:
+            raise ValueError(f"{at_s} is in the past (now {env.now})")
+        self.env = env
+        self.callbacks = []
+        self._value = None
+        self._delay = at_s - env.now
+        self._ok = True
+        heapq.heappush(env._queue, (at_s, NORMAL, next(env._eid), self))  # as Environment.schedule
 
 
 class Replica:
@@ -53,7 +86,13 @@ class Replica:
         self.backend_id = backend_id
         self.spec = spec
         self.block_size = spec.block_size
-        self.jump_decode = jump_decode  # False: one event per step (the reference jumps must match)
+        # False: the reference the shortcuts must match: one event per step, and every
+        # preemption on the explicit path.
+        self.jump_decode = jump_decode
+        # Duck-typed step clocks (calibration's feature recorder) have only ``step_s``.
+        fold = getattr(spec.step_time, "step_function", None)
+        self._folded = fold is not None
+        self._step_s = fold() if fold is not None else spec.step_time.step_s
         self.cache = PrefixCache(spec.num_blocks, spec.block_size)
         self.ledger = CostLedger()
         self.counters = EngineCounters()
@@ -66,14 +105,22 @@ class Replica:
         self._wakeup = env.event()
         self._accounted_s = 0.0
         self._budget_left = 0  # token budget the current plan leaves for admissions
+        self._short_plan: StepPlan | None = None  # the lazy plan that found too few blocks
+        self._fcfs = True  # every request so far had the default priority (victims: last admitted)
         self._frontend_free_s = 0.0  # when the front end (EngineSpec.frontend_s) is next free
         self.in_frontend = 0  # requests submitted that the engine has not seen yet
         self._delivered: list[Request] = []  # finished, past EngineSpec.finish_s, not yet handed back
+        # What a policy sees of this replica changes only where ``changes`` is bumped (it
+        # only grows): a submit, an arrival, a finish (before its callback), a step's plan.
+        self.changes = 0
+        self._view_at = -1
+        self._view: BackendView | None = None
         self.process = env.process(self._run())
 
     # -- public ------------------------------------------------------------------
 
     def submit(self, request: Request) -> None:
+        self.changes += 1
         now = request.submitted_s = self.env.now
         delay = self.spec.request_overhead_s
         service = self.spec.frontend_s + self.spec.frontend_per_prompt_token_s * request.prompt_tokens
@@ -96,6 +143,9 @@ class Replica:
         self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
+        self.changes += 1
+        if request.priority != 0.0:
+            self._fcfs = False
         request.engine_arrival_s = self.env.now
         self._order += 1
         request.order = self._order
@@ -111,6 +161,16 @@ class Replica:
         """KV held by running requests, in whole blocks (O(1), no walk over requests)."""
         return self.cache.used_blocks * self.block_size
 
+    def backend_view(self) -> BackendView:
+        """What a policy sees of this replica now. The frozen value is rebuilt only after a
+        change point (``_changed``): most policy calls find most replicas as they were."""
+        if self._view_at != self.changes or self._view is None:
+            self._view_at = self.changes
+            self._view = BackendView(backend_id=self.backend_id, capacity_tokens=self.spec.capacity_tokens,
+                                     running_tokens=self.running_tokens, running_requests=len(self.running),
+                                     waiting_requests=len(self.waiting) + self.in_frontend)  # what a router sent
+        return self._view
+
     # -- the engine loop ---------------------------------------------------------
 
     def _run(self):  # SimPy process
@@ -123,12 +183,13 @@ class Replica:
                 continue
             self.charge_idle()
             plan = self._schedule()
+            self.changes += 1
             if plan.is_empty(len(self.decoders)):
                 yield from self._wait_for_room()
                 continue
             # No prefill and admission was tried (no preemption) means nothing waiting
             # fits until a request finishes (decode only consumes blocks): jump.
-            if self.jump_decode and plan.explicit is None and not plan.prefill:
+            if self.jump_decode and plan.explicit is None and not plan.prefill and not plan.preempted:
                 yield from self._decode_jump(plan)
             else:
                 yield from self._single_step(plan)
@@ -153,6 +214,9 @@ class Replica:
 
     def _schedule(self) -> StepPlan:
         plan = self._plan_lazy()
+        if plan is None and self._short_plan is not None and self.jump_decode and self._fcfs \
+                and not self._expired_pins():
+            plan = self._plan_lazy_preempting(self._short_plan)
         if plan is None:
             plan = self._plan_explicit()
         if not plan.preempted:
@@ -164,6 +228,7 @@ class Replica:
         None when a request must stall or blocks run short (take the explicit path)."""
         budget = self.spec.max_num_batched_tokens
         decoders = self.decoders
+        self._short_plan = None
         if len(decoders) > budget:
             return None
         plan = StepPlan()
@@ -182,6 +247,7 @@ class Replica:
                 break  # budget exhausted; later prefills wait
         cache = self.cache
         if need > cache.empty_blocks + cache.free_cached_blocks:
+            self._short_plan = plan  # blocks run short: someone must be preempted
             return None
         cache.allocate(need, self.env.now)
         for request, tokens in plan.prefill:
@@ -190,11 +256,64 @@ class Replica:
         self._budget_left = budget - len(decoders) - used
         return plan
 
+    def _expired_pins(self) -> bool:
+        now = self.env.now
+        return any(until <= now for _, until in self.cache.pinned.values())
+
+    def _plan_lazy_preempting(self, plan: StepPlan) -> StepPlan:
+        """``_plan_explicit``'s outcome when blocks run short, without making every decoder
+        explicit: the same walk over the running requests in admission order, each taking
+        the blocks of its token or chunk, the last admitted preempted while one does not
+        fit; the cache sees the same allocations and releases in the same order.
+
+        Only for first-come-first-served replicas (the victim is then the last running
+        request, never one already walked) and when no pin has expired (an allocation
+        that falls short would release expired pins in between)."""
+        decoders, cache = self.decoders, self.cache
+        block_size = self.block_size
+        needing = decoders.needing_block()
+        chunk_need = {request: max(0, request.blocks_for(request.computed + tokens, block_size)
+                                   - request.program_blocks_held) for request, tokens in plan.prefill}
+        order = list(self.running)
+        free = cache.empty_blocks + cache.free_cached_blocks
+        pending = 0  # blocks taken since the last preemption, allocated together
+        tail = len(order) - 1
+        now = self.env.now
+        index = 0
+        while index <= tail:
+            request = order[index]
+            index += 1
+            need = 1 if request in needing else chunk_need.get(request, 0)
+            if need <= free:
+                free -= need
+                pending += need
+                continue
+            cache.allocate(pending, now)  # the walk so far, before anything is released
+            pending = 0
+            while need > free:
+                victim = order[tail]
+                tail -= 1
+                self._preempt(victim)
+                plan.preempted = True
+                free = cache.empty_blocks + cache.free_cached_blocks
+                if victim is request:
+                    break
+            else:
+                free -= need
+                pending += need
+        allocated = cache.allocate(pending, now)
+        assert allocated, "the walk counted these blocks free"
+        plan.prefill = [(request, tokens) for request, tokens in plan.prefill if request in self.running]
+        for request, tokens in plan.prefill:
+            request.program_blocks_held = request.blocks_for(request.computed + tokens, block_size)
+        plan.decode_blocks = len(decoders.needing_block())
+        self.counters.lazy_preemption_steps += 1
+        return plan
+
     def _plan_explicit(self) -> StepPlan:
         """Request by request, as vLLM does it, preempting when blocks run out."""
         self.counters.explicit_steps += 1
-        for request in list(self.decoders.members):
-            self.decoders.remove(request)  # state made explicit for this step
+        self.decoders.clear()  # state made explicit for this step
         now = self.env.now
         budget = self.spec.max_num_batched_tokens
         plan = StepPlan(explicit=[])
@@ -305,7 +424,7 @@ class Replica:
         if plan.explicit is None:
             decode_seqs += len(self.decoders)
             context += self.decoders.context_tokens
-        duration = self.spec.step_time.step_s(prefill_tokens, pairs, decode_seqs, context, plan.joined)
+        duration = self._step_s(prefill_tokens, pairs, decode_seqs, context, plan.joined)
         kv_costs.charge_step(self.ledger, self.cache, entries, self.prefilling, decode_seqs, duration)
         yield self.env.timeout(duration)
         self._accounted_s = self.env.now
@@ -354,6 +473,7 @@ class Replica:
                            request.shared_key, request.shared_blocks if request.holds_shared else 0)
         request.program_blocks_held = 0
         request.holds_shared = False
+        self.changes += 1  # its blocks and its place in the batch are free now
         if self.spec.finish_s > 0:
             self.env.process(self._deliver_after(request, self.spec.finish_s))
         else:
@@ -376,42 +496,101 @@ class Replica:
 
     def _deliver(self, request: Request) -> None:
         request.done_s = self.env.now
+        self.changes += 1
         if request.on_done is not None:
             request.on_done(request)
 
     # -- decode jumps ------------------------------------------------------------
 
+    def _timeout_until(self, end_s: float) -> simpy.Timeout:
+        return TimeoutAt(self.env, end_s)
+
+    def _first_of(self, *events: simpy.Event) -> simpy.Event:
+        """An event that succeeds when the first of ``events`` is processed: ``a | b`` without
+        building a Condition and its value. The hops are a Condition's (the first event's
+        callback schedules this one at that instant), so the order of events is unchanged."""
+        gate = self.env.event()
+
+        def open_gate(_: simpy.Event) -> None:
+            if not gate.triggered:
+                gate.succeed()
+        for event in events:
+            event.callbacks.append(open_gate)  # type: ignore[union-attr]  # pending events have a list
+        return gate
+
+    def _plan_long_jump(self, max_steps: int, free: int, start: float) -> tuple[Any, Any, list[float]]:
+        """Blocks taken by steps 1..i, step durations and step ends of the jump, vectorised."""
+        decoders = self.decoders
+        extra = decoders.new_blocks_per_step(max_steps)  # a fresh array
+        extra[0] = 0  # allocated by the plan
+        np.cumsum(extra, out=extra)  # blocks for steps 1..i
+        steps = min(max_steps, int(np.searchsorted(extra, free, side="right")))
+        durations = self.spec.step_time.decode_run_s(len(decoders), decoders.context_tokens, steps)
+        # Sequential sums from ``start``, as successive single steps would add them up.
+        ends = durations.copy()
+        ends[0] += start
+        np.cumsum(ends, out=ends)
+        return extra[:steps], durations, ends.tolist()
+
+    def _plan_short_jump(self, max_steps: int, free: int, start: float) -> tuple[Any, Any, list[float]]:
+        """``_plan_long_jump`` one step at a time, for the common short jump (numpy's cost per
+        call outweighs its speed per element there). Each duration is the single step's
+        ``step_s``, which equals ``decode_run_s`` element by element."""
+        decoders = self.decoders
+        block_size = decoders.block_size
+        clock = decoders.clock
+        counts = [len(bucket) for bucket in decoders.buckets]
+        extra = [0]
+        taken = 0
+        for i in range(1, max_steps):
+            taken += counts[-(clock + i) % block_size]
+            if taken > free:
+                break
+            extra.append(taken)
+        seqs = len(decoders)
+        context = decoders.context_tokens
+        step_s = self._step_s
+        durations: list[float] = []
+        ends: list[float] = []
+        end = start
+        for i in range(len(extra)):
+            duration = step_s(0, 0.0, seqs, context + seqs * i, 0)
+            durations.append(duration)
+            end = end + duration
+            ends.append(end)
+        return extra, durations, ends
+
     def _decode_jump(self, plan: StepPlan):
         decoders = self.decoders
         cache = self.cache
         max_steps = decoders.steps_until_first_finish()
-        per_step = decoders.new_blocks_per_step(max_steps)  # [0] was allocated by the plan
-        extra = np.concatenate(([0], np.cumsum(per_step[1:])))  # blocks for steps 1..i
         free = cache.empty_blocks + cache.free_cached_blocks
-        steps = min(max_steps, int(np.searchsorted(extra, free, side="right")))
         start = self.env.now
-        durations = self.spec.step_time.decode_run_s(len(decoders), decoders.context_tokens, steps)
-        # Sequential sums, as successive single steps would add them up.
-        ends = np.cumsum(np.concatenate(([start], durations)))[1:]
+        if max_steps <= SHORT_JUMP_STEPS and self._folded:
+            extra, durations, ends = self._plan_short_jump(max_steps, free, start)
+        else:
+            extra, durations, ends = self._plan_long_jump(max_steps, free, start)
+        steps = len(ends)
         expiries = [until for _, until in cache.pinned.values() if until > start]
         if expiries:
             # A pin expiring frees blocks: the first step starting after it may admit more.
-            steps = min(steps, int(np.searchsorted(ends, min(expiries), side="left")) + 1)
+            steps = min(steps, bisect_left(ends, min(expiries)) + 1)
             durations, ends = durations[:steps], ends[:steps]
         self._wakeup = self.env.event()
-        yield self.env.timeout(float(ends[steps - 1]) - start) | self._wakeup
+        yield self._first_of(self._timeout_until(float(ends[steps - 1])), self._wakeup)
         done = steps
         if self.env.now < ends[steps - 1] - BOUNDARY_S:
             # Interrupted by an arrival: a step ending now is complete (the arrival
             # joins the next one); otherwise finish the step in flight, then stop.
-            done = int(np.searchsorted(ends[:steps], self.env.now + BOUNDARY_S, side="right"))
+            done = bisect_right(ends, self.env.now + BOUNDARY_S, 0, steps)
             if done == 0 or ends[done - 1] < self.env.now - BOUNDARY_S:
                 done += 1
-                yield self.env.timeout(float(ends[done - 1]) - self.env.now)
+                yield self._timeout_until(float(ends[done - 1]))
         if done == 0:
             return  # unreachable: a jump always completes its first step
         grown = int(extra[done - 1])
-        kv_costs.charge_jump(self.ledger, self.cache, durations[:done], extra[:done])
+        kv_costs.charge_jump(self.ledger, self.cache, np.asarray(durations[:done], dtype=np.float64),
+                             np.asarray(extra[:done], dtype=np.int64))
         self._accounted_s = self.env.now
         self.counters.steps += done
         self.counters.jumps += 1

@@ -7,7 +7,8 @@ can fan cells out to worker processes.
 from __future__ import annotations
 
 import random
-from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterable
@@ -130,21 +131,57 @@ def _summary_only(cell: CellSpec) -> dict[str, Any]:
     return run_cell(cell)[0]
 
 
+def _summary_reporting(cell: CellSpec, index: int, updates: Any) -> dict[str, Any]:
+    """``_summary_only`` in a worker process, sending ``(index, fraction done)`` to ``updates``."""
+    return run_cell(cell, progress=lambda fraction: updates.put((index, fraction)))[0]
+
+
+CellProgress = Callable[[int, float], None]  # (cell index, fraction of that cell done)
+
+
 def run_grid(cells: Iterable[CellSpec], workers: int = 1,
-             on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run cells, in ``workers`` processes when > 1; results in the cells' order."""
+             on_result: Callable[[dict[str, Any]], None] | None = None,
+             on_progress: CellProgress | None = None) -> list[dict[str, Any]]:
+    """Run cells, in ``workers`` processes when > 1; results in the cells' order, and
+    ``on_result`` called in that order too. ``on_progress(i, fraction)`` hears how far
+    cell ``i`` has got (in this process, whichever process runs the cell)."""
     cells = list(cells)
     if workers <= 1:
         results = []
-        for cell in cells:
-            results.append(_summary_only(cell))
+        for index, cell in enumerate(cells):
+            if on_progress is None:
+                results.append(_summary_only(cell))
+            else:
+                results.append(run_cell(cell, progress=lambda f, i=index: on_progress(i, f))[0])
+                on_progress(index, 1.0)
             if on_result:
                 on_result(results[-1])
         return results
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = []
-        for summary in pool.map(_summary_only, cells):
-            results.append(summary)
-            if on_result:
-                on_result(summary)
+    if on_progress is None:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = []
+            for summary in pool.map(_summary_only, cells):
+                results.append(summary)
+                if on_result:
+                    on_result(summary)
+            return results
+    return _run_pool_reporting(cells, workers, on_result, on_progress)
+
+
+def _run_pool_reporting(cells: list[CellSpec], workers: int, on_result: Callable[[dict[str, Any]], None] | None,
+                        on_progress: CellProgress) -> list[dict[str, Any]]:
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=workers) as pool:
+        updates = manager.Queue()
+        futures = [pool.submit(_summary_reporting, cell, index, updates) for index, cell in enumerate(cells)]
+        results: list[dict[str, Any]] = []
+        while len(results) < len(cells):
+            wait(futures[len(results):], timeout=0.5, return_when=FIRST_COMPLETED)
+            while not updates.empty():
+                on_progress(*updates.get())
+            while len(results) < len(cells) and futures[len(results)].done():
+                index = len(results)
+                results.append(futures[index].result())  # a cell's error surfaces here
+                on_progress(index, 1.0)
+                if on_result:
+                    on_result(results[-1])
         return results

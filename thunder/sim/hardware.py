@@ -126,6 +126,40 @@ class StepTimeModel:
             return weight_bytes / self.weight_bytes_per_s + kv_bytes / self.bytes_per_s
         return (weight_bytes + kv_bytes) / self.bytes_per_s
 
+    def step_function(self) -> Callable[..., float]:
+        """``step_s`` with the model's constants folded in (the engine calls it every step).
+        The arithmetic is ``step_s``'s, operation by operation, so results are identical."""
+        m = self.model
+        if not (self.flops_per_s and m is not None):
+            return self.step_s  # linear only: nothing to fold
+        overhead, per_token, per_seq = self.overhead_s, self.per_prefill_token_s, self.per_decode_seq_s
+        per_context, per_pair, per_admitting = self.per_context_token_s, self.per_prefill_pair_s, \
+            self.per_admitting_step_s
+        flops_per_s, bytes_per_s, weight_bytes_per_s = self.flops_per_s, self.bytes_per_s, self.weight_bytes_per_s
+        two_active = 2.0 * m.active_params
+        attention = 4.0 * m.layers * m.attention_heads * m.head_dim * 1.0  # _attention_flops(1.0, x) / x
+        kv_per_token = m.kv_bytes_per_token
+        moe = m.experts != 0
+        weight_bytes = m.weight_bytes
+        dense = (m.total_params - m.routed_expert_params) * m.weight_bytes_per_param
+        routed = m.routed_expert_params * m.weight_bytes_per_param
+        miss = 1.0 - m.experts_per_token / m.experts if moe else 0.0
+
+        def roofline_step_s(prefill_tokens: int, pairs: float, decode_seqs: int, context_tokens: int,
+                            joined: int = 0) -> float:
+            t = (overhead + per_token * prefill_tokens + per_seq * decode_seqs
+                 + per_context * context_tokens + per_pair * pairs + (per_admitting if joined else 0.0))
+            batch = prefill_tokens + decode_seqs
+            flops = two_active * batch + attention * (pairs + context_tokens)
+            weights = dense + routed * (1.0 - miss ** batch) if moe and batch > 0 else weight_bytes
+            kv = kv_per_token * (context_tokens + prefill_tokens)
+            if weight_bytes_per_s:  # as _memory_s: weights at their own rate
+                memory_s = weights / weight_bytes_per_s + kv / bytes_per_s
+            else:
+                memory_s = (weights + kv) / bytes_per_s
+            return t + max(flops / flops_per_s, memory_s)
+        return roofline_step_s
+
     def decode_run_s(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
         """Durations of ``steps`` pure-decode steps; the context grows by ``decode_seqs`` each."""
         context = context_tokens + decode_seqs * np.arange(steps, dtype=np.float64)

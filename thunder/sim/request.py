@@ -81,6 +81,7 @@ class EngineCounters:
     steps: int = 0
     jumps: int = 0
     explicit_steps: int = 0
+    lazy_preemption_steps: int = 0  # steps that preempted without the explicit path
     preemptions: int = 0
     prompt_tokens: int = 0
     hit_tokens: int = 0
