@@ -85,9 +85,10 @@ def render_metrics(cluster: LiveCluster, clients: Sequence[BackendClient], held_
     _histogram(page, "thunder_queue_wait_seconds", "Time a request waited at the proxy before dispatch.",
                records.queue_wait)
     page.family("thunder_requests_total", "counter", "Requests ended, by outcome.")
-    for outcome in ("ok", "aborted", "hold_timeout", "rejected", "upstream_error"):
+    for outcome in ("ok", "aborted", "hold_timeout", "rejected", "upstream_error", "too_many_programs"):
         page.sample("thunder_requests_total", records.outcomes.get(outcome, 0), outcome=outcome)
     _backend_metrics(page, cluster, clients)
+    _sync_metrics(page, cluster)
     page.metric("thunder_prompt_tokens_total", "counter", "Prompt tokens of completed requests (usage).",
                 records.prompt_tokens)
     page.metric("thunder_cached_tokens_total", "counter", "Prompt tokens served from the prefix cache (usage).",
@@ -99,6 +100,19 @@ def render_metrics(cluster: LiveCluster, clients: Sequence[BackendClient], held_
     if tools is not None:
         _sandbox_metrics(page, tools)
     return page.text()
+
+
+def _sync_metrics(page: Exposition, cluster: LiveCluster) -> None:
+    """Weight-sync holds of every dispatch (``POST /admin/pause``)."""
+    hold, records = cluster.dispatch_hold, cluster.records
+    page.metric("thunder_dispatch_paused", "gauge", "1 while every dispatch is held for a weight sync.",
+                int(hold is not None))
+    page.metric("thunder_sync_pauses_total", "counter", "Weight-sync holds of every dispatch, ended.",
+                records.sync_pauses)
+    page.metric("thunder_sync_paused_seconds_total", "counter", "Time every dispatch was held for weight "
+                                                                "syncs, ended holds (s).", records.sync_paused_s)
+    page.metric("thunder_sync_held_requests", "gauge", "Requests the current weight-sync hold made wait.",
+                hold.held_requests if hold is not None else 0)
 
 
 def _sandbox_metrics(page: Exposition, tools: ToolHostStats) -> None:
