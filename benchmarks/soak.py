@@ -46,6 +46,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import socket
 import statistics
 import sys
@@ -274,21 +275,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# Both spellings of the proxy's metric names: thunder_x and thunder:x.
+_OUTCOME = re.compile(r'^thunder[_:]requests_total\{outcome="(\w+)"\} (\S+)$', re.MULTILINE)
+_RECLAIMS = re.compile(r"^thunder[_:]reclaims_total (\S+)$", re.MULTILINE)
+
+
 def outcomes(metrics_text: str) -> dict[str, float]:
     """``thunder_requests_total`` by outcome, from the proxy's /metrics."""
-    found = {}
-    for line in metrics_text.splitlines():
-        if line.startswith("thunder_requests_total{"):
-            label, value = line.split("} ")
-            found[label.split('"')[1]] = float(value)
-    return found
+    return {name: float(value) for name, value in _OUTCOME.findall(metrics_text)}
 
 
 def reclaims(metrics_text: str) -> int:
-    for line in metrics_text.splitlines():
-        if line.startswith("thunder_reclaims_total "):
-            return int(float(line.split()[1]))
-    return 0
+    found = _RECLAIMS.search(metrics_text)
+    return int(float(found.group(1))) if found else 0
 
 
 async def sample(client: aiohttp.ClientSession, pid: int, tally: Tally, args: Args, t0: float) -> dict[str, Any]:

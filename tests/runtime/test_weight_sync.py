@@ -40,8 +40,11 @@ async def with_fake(test, policy="thunder", backend_options=None, **config):
 
 
 async def metric(client, name):
+    """A value from /metrics, spelt thunder_x or thunder:x."""
     async with client.get("/metrics") as response:
-        return total(parse_text(await response.text()), name)
+        samples = parse_text(await response.text())
+    found = total(samples, name)
+    return found if found is not None else total(samples, name.replace("thunder_", "thunder:", 1))
 
 
 def test_pause_holds_new_requests_and_resume_sends_them():

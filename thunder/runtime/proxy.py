@@ -41,11 +41,10 @@ _FORWARDED_HEADERS = ("Authorization", "X-Request-Id")
 _TRUE = ("1", "true", "yes")
 
 
-def error_response(status: int, message: str, kind: str, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
+def error_response(status: int, message: str, kind: str, param: str | None = None) -> web.Response:
     """An OpenAI-style JSON error body."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
 class BackendRefused(Exception):
@@ -85,8 +84,9 @@ class Proxy:
         refusal = program_cap_refusal(self.cluster, prepared.program_id, self.max_programs)
         if refusal is not None:
             self.cluster.records.outcomes["too_many_programs"] += 1
-            return error_response(429, refusal, "too_many_programs", PROGRAM_FIELD,
-                                  headers={"Retry-After": str(max(1, round(self.retry_after_s)))})
+            response = error_response(429, refusal, "too_many_programs", PROGRAM_FIELD)
+            response.headers["Retry-After"] = str(max(1, round(self.retry_after_s)))
+            return response
         if prepared.tool_resources and prepared.program_id is not None:
             self.on_tool_resources(prepared.program_id, prepared.tool_resources)
         ticket = self.cluster.request_ready(prepared.program_id, prepared.estimate_tokens,
