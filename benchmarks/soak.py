@@ -19,7 +19,9 @@ The proxy keeps its newest ``--max-records`` step, program and decision rows
 so a small bound lets RSS flatten early and any growth left is a leak.
 
 Sampled every ``--sample-s``: the proxy's RSS and open file descriptors
-(``/proc``), the programs in its table and how many of them are idle past
+(``/proc``; also before the first connection and after the client has closed
+its connections, where connections to the backend, bounded by the pool, are
+told apart from everything else), the programs in its table and how many of them are idle past
 ``--idle-timeout-s`` plus one control interval and a second ("overdue"), its
 request counters, and the added latency of the turns that ended in the window
 (client wall time minus the stand-in's service time: the proxy's work, the
@@ -268,6 +270,25 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_census(pid: int, backend_port: int) -> tuple[int, int]:
+    """(descriptors other than connections to the backend, connections to the backend).
+    The second is bounded by the proxy's pool: its /metrics poller takes idle
+    connections in turn (aiohttp's pool is first-in first-out), so about
+    keep-alive / poll interval of them (4 here) stay open while the proxy idles."""
+    inodes = {os.readlink(f"/proc/{pid}/fd/{name}") for name in os.listdir(f"/proc/{pid}/fd")}
+    to_backend = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == backend_port:
+                to_backend.add(f"socket:[{fields[9]}]")
+    return len(inodes - to_backend), len(inodes & to_backend)
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -311,10 +332,11 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 3)
 
 
-async def drive(args: Args, proxy_port: int, proxy_pid: int) -> dict[str, Any]:
+async def drive(args: Args, proxy_port: int, proxy_pid: int, backend_port: int) -> dict[str, Any]:
     rng = random.Random(args.seed)
     tally = Tally()
     samples: list[dict[str, Any]] = []
+    fds_before = fd_census(proxy_pid, backend_port)  # before any client connection
     connector = aiohttp.TCPConnector(limit=1024)
     timeout = aiohttp.ClientTimeout(total=args.max_hold_s + 60)
     async with aiohttp.ClientSession(f"http://127.0.0.1:{proxy_port}", connector=connector,
@@ -345,10 +367,15 @@ async def drive(args: Args, proxy_port: int, proxy_pid: int) -> dict[str, Any]:
         stop.set()
         await sampling
         samples.append(await sample(client, proxy_pid, tally, args, t0))
-    return summarize(args, tally, samples, load_end_s)
+    # Every client connection closed, and the proxy's idle ones to the backend gone
+    # (dropped after 4 s): what is still open now and was not before is a leak.
+    await asyncio.sleep(5.0)
+    fds_after = fd_census(proxy_pid, backend_port)
+    return summarize(args, tally, samples, load_end_s, fds_before, fds_after)
 
 
-def summarize(args: Args, tally: Tally, samples: list[dict[str, Any]], load_end_s: float) -> dict[str, Any]:
+def summarize(args: Args, tally: Tally, samples: list[dict[str, Any]], load_end_s: float,
+              fds_before: tuple[int, int], fds_after: tuple[int, int]) -> dict[str, Any]:
     final = samples[-1]
     steady = [s for s in samples if s["t_s"] >= min(60.0, load_end_s / 4)] or samples
     half = steady[len(steady) // 2:] or steady
@@ -363,7 +390,7 @@ def summarize(args: Args, tally: Tally, samples: list[dict[str, Any]], load_end_
         "reclaimed": final["reclaims"],
         "rss_first_mib": steady[0]["rss_mib"], "rss_last_mib": final["rss_mib"],
         "rss_max_mib": max(s["rss_mib"] for s in samples), "rss_slope_mib_per_min_second_half": round(slope, 3),
-        "fds_first": steady[0]["fds"], "fds_last": final["fds"], "fds_max": max(s["fds"] for s in samples),
+        "fds_before": fds_before, "fds_after": fds_after, "fds_max": max(s["fds"] for s in samples),
         "added_p50_ms": _ms(percentile(tally.added_all, 0.5)), "added_p99_ms": _ms(percentile(tally.added_all, 0.99)),
         "load_s": round(load_end_s, 1),
     }
@@ -374,7 +401,7 @@ def summarize(args: Args, tally: Tally, samples: list[dict[str, Any]], load_end_
         and proxy.get("ok", 0) + proxy.get("aborted", 0) == tally.ok + tally.hung_up,
         "no program overdue": summary["max_overdue"] == 0,
         "table empty at the end": summary["programs_left"] == 0,
-        "descriptors flat": summary["fds_last"] <= summary["fds_first"] + 8,
+        "no descriptor left open": fds_after[0] <= fds_before[0] and fds_after[1] <= 5,
         # MiB per minute over the second half of the run; a short run's slope is mostly
         # warm-up, so a small total growth passes too
         "memory flat": slope < 1.0 or summary["rss_last_mib"] - summary["rss_first_mib"] < 4.0,
@@ -432,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     proxy.start()
     _wait_port(proxy_port)
     try:
-        result = asyncio.run(drive(args, proxy_port, proxy.pid))
+        result = asyncio.run(drive(args, proxy_port, proxy.pid, backend_port))
     finally:
         for process in (proxy, stand_in):
             process.terminate()

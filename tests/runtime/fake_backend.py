@@ -28,7 +28,7 @@ from thunder.runtime.server import ProxyServer
 
 
 def prompt_text(body: dict[str, Any]) -> str:
-    if "messages" in body:
+    if body.get("messages") is not None:
         return "".join(str(m.get("content", "")) for m in body["messages"])
     return str(body.get("prompt", ""))
 
