@@ -28,9 +28,26 @@ from thunder.runtime.server import ProxyServer
 
 
 def prompt_text(body: dict[str, Any]) -> str:
-    if "messages" in body:
+    if body.get("messages") is not None:
         return "".join(str(m.get("content", "")) for m in body["messages"])
     return str(body.get("prompt", ""))
+
+
+def _invalid(body: Any) -> str | None:
+    """Why vLLM would refuse this body (the few fields the fake reads), or None."""
+    if not isinstance(body, dict):
+        return "body must be an object"
+    messages = body.get("messages")
+    if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
+        return "messages must be a list of objects"
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or not 0 < max_tokens <= 4096):
+        return "max_tokens must be an integer in 1..4096"
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return "stream_options must be an object"
+    return None
 
 
 class FakeBackend:
@@ -38,7 +55,7 @@ class FakeBackend:
 
     def __init__(self, num_gpu_blocks: int = 1024, block_size: int = 16, delay_s: float = 0.0,
                  chunk_delay_s: float = 0.0, metrics: bool = True, cache_info: bool = True,
-                 break_after: int | None = None) -> None:
+                 break_after: int | None = None, usage_chunk: bool = True, done_event: bool = True) -> None:
         self.num_gpu_blocks = num_gpu_blocks
         self.block_size = block_size
         self.delay_s = delay_s
@@ -46,6 +63,8 @@ class FakeBackend:
         self.metrics_enabled = metrics
         self.cache_info = cache_info  # False: a /metrics page without vllm:cache_config_info
         self.break_after = break_after  # streams: drop the connection after this many chunks
+        self.usage_chunk = usage_chunk  # False: streams end without a usage event, even when asked for one
+        self.done_event = done_event  # False: streams end without ``data: [DONE]``
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.active = 0
@@ -95,6 +114,10 @@ class FakeBackend:
 
     async def completion(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        problem = _invalid(body)
+        if problem is not None:  # as vLLM does: a 400 naming the field, never a crash
+            return web.json_response({"error": {"message": problem, "type": "BadRequestError", "code": 400}},
+                                     status=400)
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
         self.active += 1
@@ -128,11 +151,12 @@ class FakeBackend:
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if self.usage_chunk and (body.get("stream_options") or {}).get("include_usage"):
             final = {"id": "fake-1", "object": "chat.completion.chunk", "model": "fake", "choices": [],
                      "usage": usage}
             await response.write(b"data: " + json.dumps(final).encode() + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
+        if self.done_event:
+            await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 

@@ -18,7 +18,8 @@ CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hello " * 40}
 FAMILIES = {
     "thunder:programs": "gauge", "thunder:pauses": "counter", "thunder:restores": "counter",
     "thunder:migrations": "counter", "thunder:pins": "counter", "thunder:reclaims": "counter",
-    "thunder:queue_length": "gauge", "thunder:held_requests": "gauge", "thunder:queue_wait_seconds": "histogram",
+    "thunder:queue_length": "gauge", "thunder:held_requests": "gauge", "thunder:dispatch_paused": "gauge",
+    "thunder:sync_held_requests": "gauge", "thunder:sync_paused_seconds": "counter", "thunder:sync_pauses": "counter", "thunder:queue_wait_seconds": "histogram",
     "thunder:requests": "counter", "thunder:backend_healthy": "gauge", "thunder:backend_capacity_tokens": "gauge",
     "thunder:backend_program_tokens": "gauge", "thunder:backend_running_requests": "gauge",
     "thunder:backend_engine_waiting_requests": "gauge", "thunder:backend_kv_usage": "gauge",
@@ -32,7 +33,7 @@ def scrape_and_requests() -> tuple[str, FakeBackend]:
         fake = FakeBackend()
         await fake.start()
         try:
-            async with running_proxy([fake.url], policy="thunder", options={"decay_base": 1.0}) as server:
+            async with running_proxy([fake.url], policy="thunder-paper", options={"decay_base": 1.0}) as server:
                 async with aiohttp.ClientSession(proxy_url(server)) as client:
                     for program_id in ("m1", "m1", "m2"):
                         async with client.post("/v1/chat/completions",

@@ -86,6 +86,8 @@ def serve_command(
                                          help="Reclaim a program with no request for this long."),
     max_body_bytes: int = typer.Option(32 * 1024 * 1024, "--max-body-bytes", min=1,
                                        help="Largest request body accepted (413 beyond)."),
+    max_programs: int = typer.Option(10_000, "--max-programs", min=0,
+                                     help="Programs tracked at once; one more gets 429 + Retry-After (0: no limit)."),
     capacity_tokens: int | None = typer.Option(None, "--capacity-tokens", min=1,
                                                help="KV capacity per backend when /metrics does not say."),
     export: Path | None = typer.Option(None, "--export", help="On shutdown, write steps/programs/decisions "
@@ -113,6 +115,7 @@ def serve_command(
                              backend_kind=backend_kind, host=host,
                              port=port, max_hold_s=max_hold_s, idle_timeout_s=idle_timeout_s,
                              max_body_bytes=max_body_bytes, capacity_tokens=capacity_tokens,
+                             max_programs=max_programs or None,
                              tool_policy=tool_policy,
                              sandbox_root=str(sandbox_root) if sandbox_root is not None else None,
                              disk_capacity_bytes=(int(disk_capacity_gb * 10**9) if disk_capacity_gb is not None

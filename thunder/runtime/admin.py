@@ -6,11 +6,17 @@ backends; ``GET /programs/{id}`` shows one; ``GET /programs/export.csv``
 gives a table (``?table=steps|programs|decisions``, default steps) with the
 simulator's column names; ``GET /health`` is 200 while any backend is
 healthy, else 503; ``GET /metrics`` is Prometheus text.
+
+Weight sync (RL): ``POST /admin/pause`` holds every dispatch while a trainer
+updates the engines' weights (optionally waiting until the requests in flight
+have finished), ``POST /admin/resume`` sends what waited, ``GET /admin/pause``
+says where it stands. The hold lives in ``LiveCluster``, so held requests stay
+in the policy's books and in the counters.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Sequence
 
 from aiohttp import web
@@ -18,7 +24,7 @@ from aiohttp import web
 from thunder.runtime.admission import Admission
 from thunder.runtime.backend import BackendClient
 from thunder.runtime.live_cluster import LiveCluster
-from thunder.runtime.payload import PROGRAM_FIELD
+from thunder.runtime.payload import PROGRAM_FIELD, BadRequest, parse_object
 from thunder.runtime.proxy import Proxy, error_response
 from thunder.runtime.records import TABLES
 from thunder.runtime.telemetry import backend_rows, describe, render_metrics
@@ -45,6 +51,9 @@ class Admin:
             web.get("/programs/{program_id}", self.show_program),
             web.get("/health", self.health),
             web.get("/metrics", self.metrics),
+            web.post("/admin/pause", self.pause),
+            web.post("/admin/resume", self.resume),
+            web.get("/admin/pause", self.pause_state),
         ]
 
     def _release(self, program_id: str) -> web.Response:
@@ -58,11 +67,10 @@ class Admin:
 
     async def release_by_body(self, request: web.Request) -> web.Response:
         try:
-            payload = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
-            return error_response(400, "release body must be JSON: {\"program_id\": \"...\"}",
-                                  "invalid_request_error")
-        program_id = payload.get(PROGRAM_FIELD) if isinstance(payload, dict) else None
+            payload = parse_object(await request.read(), "release body")
+        except BadRequest as exc:
+            return error_response(400, f"{exc}; expected {{\"program_id\": \"...\"}}", "invalid_request_error")
+        program_id = payload.get(PROGRAM_FIELD)
         if not isinstance(program_id, (str, int)) or isinstance(program_id, bool) or str(program_id) == "":
             return error_response(400, "release body needs a string program_id", "invalid_request_error",
                                   PROGRAM_FIELD)
@@ -100,3 +108,45 @@ class Admin:
                               self.tools.stats() if self.tools is not None else None)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Format": "prometheus-text-0.0.4"})
+
+    # -- weight sync ----------------------------------------------------------------
+
+    def _sync_state(self) -> dict[str, object]:
+        hold = self.cluster.dispatch_hold
+        return {"paused": hold is not None, "reason": hold.reason if hold else None,
+                "since_s": hold.since_s if hold else None,
+                "held_requests": hold.held_requests if hold else 0,
+                "in_flight": self.cluster.in_flight_requests(), "now_s": self.cluster.clock()}
+
+    async def pause(self, request: web.Request) -> web.Response:
+        """Hold every dispatch. Body (optional): ``{"reason": str, "wait_s": s}``; with
+        ``wait_s`` the answer comes once nothing is in flight, or after ``wait_s``
+        (``drained`` says which)."""
+        raw = await request.read()
+        try:
+            payload = parse_object(raw, "pause body") if raw.strip() else {}
+            reason = payload.get("reason", "weight sync")
+            wait_s = payload.get("wait_s", 0)
+            if not isinstance(reason, str) or not 0 < len(reason) <= 200:
+                raise BadRequest("reason must be a string of 1 to 200 characters", param="reason")
+            if isinstance(wait_s, bool) or not isinstance(wait_s, (int, float)) or not 0 <= wait_s <= 3600:
+                raise BadRequest("wait_s must be a number of seconds in 0..3600", param="wait_s")
+        except BadRequest as exc:
+            return error_response(400, str(exc), "invalid_request_error", exc.param)
+        started = self.cluster.hold_dispatches(reason)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while self.cluster.in_flight_requests() and loop.time() < deadline and self.cluster.dispatch_hold:
+            await asyncio.sleep(0.02)
+        state = self._sync_state()
+        return web.json_response({**state, "started": started, "drained": state["in_flight"] == 0})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        """Send what waited (each to its program's backend); 200 also when not paused."""
+        hold = self.cluster.resume_dispatches()
+        return web.json_response({**self._sync_state(), "resumed": hold is not None,
+                                  "held_s": (hold.until_s or 0.0) - hold.since_s if hold else 0.0,
+                                  "released_requests": hold.held_requests if hold else 0})
+
+    async def pause_state(self, request: web.Request) -> web.Response:
+        return web.json_response(self._sync_state())

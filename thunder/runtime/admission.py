@@ -64,3 +64,15 @@ class Admission:
                               f"policy ({ticket.hold_reason}) and not restored") from None
         finally:
             self._futures.pop(ticket.request_id, None)
+
+
+def program_cap_refusal(cluster: LiveCluster, program_id: str | None, max_programs: int | None) -> str | None:
+    """Why a request may not register a new program (the table is full), or None.
+    A request of a known program always passes: the cap bounds what a client can
+    make the proxy remember, not the work of programs already admitted."""
+    if max_programs is None or len(cluster.programs) < max_programs:
+        return None
+    if program_id is not None and program_id in cluster.programs:
+        return None
+    return (f"the proxy tracks {len(cluster.programs)} programs, its limit (max_programs={max_programs}): "
+            "release finished programs (POST /programs/{id}/release) or retry later")

@@ -21,6 +21,11 @@ class ServeConfig:
     max_hold_s: float = option(300.0, "longest a request is held for the policy before a 503 (s)")
     idle_timeout_s: float = option(1800.0, "a program with no request for this long is reclaimed (s)")
     max_body_bytes: int = option(32 * 1024 * 1024, "largest request body accepted (413 beyond)")
+    max_programs: int | None = option(10_000, "programs tracked at once at most; a request that would register "
+                                              "one more gets 429 with Retry-After (None: no limit)")
+    retry_after_s: float = option(5.0, "Retry-After of that 429 (s)")
+    max_sync_pause_s: float = option(600.0, "a weight-sync hold of every dispatch (POST /admin/pause) ends by "
+                                            "itself after this long (s)")
     control_interval_s: float | None = option(None, "dt of the control loop; default: the policy's "
                                                     "interval_s, else 1 s")
     poll_interval_s: float = option(1.0, "how often each backend's /metrics is read (s)")
@@ -49,6 +54,9 @@ class ServeConfig:
         require(self.max_hold_s > 0, "max_hold_s must be > 0")
         require(self.idle_timeout_s > 0, "idle_timeout_s must be > 0")
         require(self.max_body_bytes > 0, "max_body_bytes must be > 0")
+        require(self.max_programs is None or self.max_programs >= 1, "max_programs must be >= 1")
+        require(self.retry_after_s > 0, "retry_after_s must be > 0")
+        require(self.max_sync_pause_s > 0, "max_sync_pause_s must be > 0")
         require(self.control_interval_s is None or self.control_interval_s > 0, "control_interval_s must be > 0")
         require(self.poll_interval_s > 0, "poll_interval_s must be > 0")
         require(self.failures_to_down >= 1, "failures_to_down must be >= 1")

@@ -33,7 +33,8 @@ from thunder.cluster import TICK, BackendView, ClusterView, Decision, Dispatch, 
 from thunder.policies.base import Policy
 from thunder.program import BackendId, Phase, Program, ProgramId, Status
 from thunder.runtime.records import LiveRecords, step_row
-from thunder.runtime.state import NO_BACKEND, RELEASED, BackendState, LiveProgram, Ticket, TicketState, Usage
+from thunder.runtime.state import (NO_BACKEND, RELEASED, BackendState, DispatchHold, LiveProgram, Ticket,
+                                   TicketState, Usage)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class LiveCluster(DecisionApplier):
         self._running_tokens = [0] * len(self.backends)
         self._running_requests = [0] * len(self.backends)
         self._request_ids = 0
+        # Weight sync (``hold_dispatches``): while set, nothing is sent to an engine;
+        # requests the policy lets go wait, bound to their backend, until resumed.
+        self.dispatch_hold: DispatchHold | None = None
         self.on_dispatch: Callable[[Ticket], None] = lambda ticket: None
         self.on_reject: Callable[[Ticket, str], None] = lambda ticket, reason: None
 
@@ -295,6 +299,47 @@ class LiveCluster(DecisionApplier):
             self.on_reject(ticket, reason)
         program.held.clear()
 
+    # -- weight sync: hold every dispatch, then resume --------------------------------
+
+    def hold_dispatches(self, reason: str) -> bool:
+        """Stop sending requests to the engines (a trainer updates their weights).
+        Requests in flight run on; new and restored ones wait, still counted as the
+        policy's (bound, held). False if already holding."""
+        if self.dispatch_hold is not None:
+            return False
+        self.dispatch_hold = DispatchHold(reason=reason, since_s=self.clock())
+        self._log("sync_pause", "*", None, reason)
+        return True
+
+    def resume_dispatches(self, why: str = "resumed") -> DispatchHold | None:
+        """Send what waited for the weight sync, each to the backend its program is
+        bound to, then run a control step. None if dispatches were not held."""
+        hold, self.dispatch_hold = self.dispatch_hold, None
+        if hold is None:
+            return None
+        hold.until_s = self.clock()
+        self.records.sync_pauses += 1
+        self.records.sync_paused_s += hold.until_s - hold.since_s
+        self._log("sync_resume", "*", None, f"{why} after {hold.until_s - hold.since_s:.3f} s, "
+                                            f"{hold.held_requests} requests held")
+        for program in [p for p in self.programs.values() if p.held]:
+            view = self.views[program.program_id]
+            if view.status is Status.ACTIVE and view.backend is not None:
+                self._dispatch_held(program, view.backend)
+        self.control(TICK)
+        return hold
+
+    def expire_dispatch_hold(self, max_s: float) -> DispatchHold | None:
+        """Resume on its own a hold older than ``max_s``: a trainer that died mid-sync
+        must not stop the proxy for good."""
+        if self.dispatch_hold is None or self.clock() - self.dispatch_hold.since_s <= max_s:
+            return None
+        log.warning("dispatches held for weight sync longer than %.0f s: resumed", max_s)
+        return self.resume_dispatches(why="expired")
+
+    def in_flight_requests(self) -> int:
+        return sum(self._running_requests)
+
     # -- control: the policy decides, we apply -----------------------------------------
 
     def tick(self) -> list[Decision]:
@@ -318,6 +363,16 @@ class LiveCluster(DecisionApplier):
         self._log("pin", program.program_id, backend, "recorded only: not enforceable on vLLM")
 
     def _dispatch(self, program: LiveProgram, ticket: Ticket, backend: BackendId) -> None:
+        if self.dispatch_hold is not None:
+            # Weight sync: the policy's choice stands (the program stays bound to
+            # ``backend``), the request waits at the proxy until dispatches resume.
+            ticket.hold_reason = self.dispatch_hold.reason
+            if ticket not in program.held:
+                program.held.append(ticket)
+            if not ticket.sync_held:
+                ticket.sync_held = True
+                self.dispatch_hold.held_requests += 1
+            return
         now = self.clock()
         if ticket in program.held:
             program.held.remove(ticket)

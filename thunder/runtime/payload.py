@@ -31,6 +31,7 @@ TAIL_BYTES = 16 * 1024  # usage plus what vLLM writes after it fits easily
 
 _USAGE_KEY = re.compile(rb'(?<!\\)"usage"\s*:\s*\{')
 _DECODER = json.JSONDecoder()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadRequest(ValueError):
@@ -60,6 +61,10 @@ def _program_id(value: object, where: str) -> str:
     text = str(value).strip()
     if not text or len(text) > 256:
         raise BadRequest(f"{where} must be 1 to 256 characters", param=PROGRAM_FIELD)
+    # The id is echoed in the X-Program-Id response header: a CR, LF or other control
+    # character there would be a header injection (and aiohttp refuses to send it).
+    if _CONTROL.search(text):
+        raise BadRequest(f"{where} must not contain control characters", param=PROGRAM_FIELD)
     return text
 
 
@@ -82,15 +87,23 @@ def _max_tokens(payload: dict) -> int | None:
     return None
 
 
-def prepare(raw: bytes, header_program_id: str | None, header_release: bool = False,
-            header_group_id: str | None = None) -> PreparedRequest:
-    """Parse a completion request body; raise ``BadRequest`` with a clear reason."""
+def parse_object(raw: bytes, what: str = "request body") -> dict:
+    """``raw`` as a JSON object, or ``BadRequest`` saying what is wrong with it."""
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than the parser's stack
+        raise BadRequest(f"{what} is nested too deeply") from None
     if not isinstance(payload, dict):
-        raise BadRequest(f"request body must be a JSON object, got {type(payload).__name__}")
+        raise BadRequest(f"{what} must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def prepare(raw: bytes, header_program_id: str | None, header_release: bool = False,
+            header_group_id: str | None = None) -> PreparedRequest:
+    """Parse a completion request body; raise ``BadRequest`` with a clear reason."""
+    payload = parse_object(raw)
     changed = False
     program_id = None
     if header_program_id is not None:
@@ -203,6 +216,6 @@ def find_usage(data: bytes) -> Usage | None:
         completion = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return None
     return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)

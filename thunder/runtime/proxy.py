@@ -8,6 +8,7 @@ per-request logging: a busy proxy would spend its time formatting lines.
 
 Failure semantics:
 * malformed or oversize request: 4xx JSON error, nothing registered;
+* a new program while ``max_programs`` are tracked: 429 with ``Retry-After``;
 * no healthy backend: 503 JSON error at once; held too long: 503 JSON error;
 * backend refuses the connection: it is marked unhealthy and the request is
   routed again (its program goes wherever the policy now says);
@@ -27,10 +28,10 @@ import aiohttp
 from aiohttp import web
 
 from thunder.program import BackendId
-from thunder.runtime.admission import Admission, HoldTimeout, Rejected
+from thunder.runtime.admission import Admission, HoldTimeout, Rejected, program_cap_refusal
 from thunder.runtime.backend import BackendClient
 from thunder.runtime.live_cluster import LiveCluster
-from thunder.runtime.payload import BadRequest, PreparedRequest, Tail, find_usage, prepare
+from thunder.runtime.payload import PROGRAM_FIELD, BadRequest, PreparedRequest, Tail, find_usage, prepare
 from thunder.runtime.records import Histogram
 from thunder.runtime.state import RELEASED, SHUTTING_DOWN, Ticket
 
@@ -63,11 +64,13 @@ class BackendRefused(Exception):
 
 class Proxy:
     def __init__(self, cluster: LiveCluster, admission: Admission, backends: list[BackendClient],
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, max_programs: int | None = None, retry_after_s: float = 5.0) -> None:
         self.cluster = cluster
         self.admission = admission
         self.backends = backends
         self.max_body_bytes = max_body_bytes
+        self.max_programs = max_programs
+        self.retry_after_s = retry_after_s
         self.overhead = Histogram(OVERHEAD_BOUNDS_S)
         # Told about resources a request attaches to its program (``tool_resources``).
         self.on_tool_resources: Callable[[str, tuple[tuple[str, str], ...]], None] = lambda pid, found: None
@@ -85,6 +88,12 @@ class Proxy:
             return error_response(exc.status, str(exc), "invalid_request_error", exc.param)
         if not self.cluster.any_healthy():
             return self._no_backend()
+        refusal = program_cap_refusal(self.cluster, prepared.program_id, self.max_programs)
+        if refusal is not None:
+            self.cluster.records.outcomes["too_many_programs"] += 1
+            response = error_response(429, refusal, "too_many_programs", PROGRAM_FIELD)
+            response.headers["Retry-After"] = str(max(1, round(self.retry_after_s)))
+            return response
         if prepared.tool_resources and prepared.program_id is not None:
             self.on_tool_resources(prepared.program_id, prepared.tool_resources)
         ticket = self.cluster.request_ready(prepared.program_id, prepared.estimate_tokens,

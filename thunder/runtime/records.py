@@ -61,6 +61,8 @@ class LiveRecords:
     outcomes: Counter[str] = field(default_factory=Counter)  # ok, aborted, hold_timeout, rejected, upstream_error
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    sync_pauses: int = 0  # weight-sync holds of every dispatch, ended
+    sync_paused_s: float = 0.0  # their total length (s)
     queue_wait: Histogram = field(default_factory=lambda: Histogram(WAIT_BOUNDS_S))
 
     def __post_init__(self) -> None:

@@ -59,7 +59,8 @@ class ProxyServer:
                                      tool_policy)
         self.tools = self.cluster.tools if isinstance(self.cluster, ToolAwareLiveCluster) else None
         self.admission = Admission(self.cluster, config.max_hold_s)
-        self.proxy = Proxy(self.cluster, self.admission, self.clients, config.max_body_bytes)
+        self.proxy = Proxy(self.cluster, self.admission, self.clients, config.max_body_bytes,
+                           max_programs=config.max_programs, retry_after_s=config.retry_after_s)
         self.admin = Admin(self.cluster, self.admission, self.proxy, self.clients, getattr(policy, "name", "?"),
                            tools=self.tools)
         if self.tools is not None:
@@ -138,6 +139,7 @@ class ProxyServer:
             next_s += self.interval_s  # fixed rate: a slow step does not shift later ticks
             self.cluster.tick()
             self.cluster.reclaim_idle(self.config.idle_timeout_s)
+            self.cluster.expire_dispatch_hold(self.config.max_sync_pause_s)
 
     async def _measure_loop(self) -> None:
         assert self.tools is not None

@@ -44,6 +44,7 @@ class Ticket:
     tool: str | None = None  # the tool the client says follows this response, if it says
     owner: LiveProgram | None = None  # the program it belongs to (ids can be reused after release)
     estimate_tokens: int = 0  # the request's size estimate (bytes / 4, or its token ids)
+    sync_held: bool = False  # waited for a weight sync (``DispatchHold``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +90,13 @@ class LiveProgram:
     restores: int = 0
     migrations: int = 0
     queue_s: float = 0.0
+
+
+@dataclass(slots=True)
+class DispatchHold:
+    """A weight-sync pause of every dispatch (``LiveCluster.hold_dispatches``)."""
+
+    reason: str
+    since_s: float
+    until_s: float | None = None
+    held_requests: int = 0  # requests it made wait

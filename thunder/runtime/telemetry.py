@@ -79,7 +79,7 @@ _DECISION_COUNTERS = (
     ("pins_total", "pin", "Pin decisions recorded (not enforceable on vLLM)."),
     ("reclaims_total", "reclaim", "Programs reclaimed after the idle timeout."),
 )
-OUTCOMES = ("ok", "aborted", "hold_timeout", "rejected", "upstream_error")
+OUTCOMES = ("ok", "aborted", "hold_timeout", "rejected", "upstream_error", "too_many_programs")
 PREFIX = "thunder:"
 
 
@@ -143,6 +143,7 @@ def metric_families(cluster: LiveCluster, clients: Sequence[BackendClient], held
         requests.add_metric([outcome], records.outcomes.get(outcome, 0))
     families.append(requests)
     families += _backend_families(cluster, clients)
+    families += _sync_families(cluster)
     families += [
         _counter("prompt_tokens_total", "Prompt tokens of completed requests (usage).", records.prompt_tokens),
         _counter("cached_tokens_total", "Prompt tokens served from the prefix cache (usage).", records.cached_tokens),
@@ -153,6 +154,19 @@ def metric_families(cluster: LiveCluster, clients: Sequence[BackendClient], held
     if tools is not None:
         families += _sandbox_families(tools)
     return families
+
+
+def _sync_families(cluster: LiveCluster) -> list[Metric]:
+    """Weight-sync holds of every dispatch (``POST /admin/pause``)."""
+    hold, records = cluster.dispatch_hold, cluster.records
+    return [
+        _gauge("dispatch_paused", "1 while every dispatch is held for a weight sync.", int(hold is not None)),
+        _counter("sync_pauses_total", "Weight-sync holds of every dispatch, ended.", records.sync_pauses),
+        _counter("sync_paused_seconds_total", "Time every dispatch was held for weight syncs, ended holds (s).",
+                 records.sync_paused_s),
+        _gauge("sync_held_requests", "Requests the current weight-sync hold made wait.",
+               hold.held_requests if hold is not None else 0),
+    ]
 
 
 def _sandbox_families(tools: ToolHostStats) -> list[Metric]:
