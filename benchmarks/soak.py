@@ -275,7 +275,12 @@ def fd_census(pid: int, backend_port: int) -> tuple[int, int]:
     The second is bounded by the proxy's pool: its /metrics poller takes idle
     connections in turn (aiohttp's pool is first-in first-out), so about
     keep-alive / poll interval of them (4 here) stay open while the proxy idles."""
-    inodes = {os.readlink(f"/proc/{pid}/fd/{name}") for name in os.listdir(f"/proc/{pid}/fd")}
+    inodes = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            inodes.add(os.readlink(f"/proc/{pid}/fd/{name}"))
+        except FileNotFoundError:  # closed between the listing and the look: not open any more
+            continue
     to_backend = set()
     for table in ("tcp", "tcp6"):
         try:

@@ -27,7 +27,7 @@ def test_fidelity_harness_runs_end_to_end(vllm_backend: VllmBackend, tmp_path) -
     doc.write_text("# Fidelity\n\nProse kept as it is.\n")
     done = subprocess.run(
         [sys.executable, str(BENCHMARK), "--endpoints", vllm_backend.url, "--backends", "1", "--programs", "4",
-         "--steps", "3", "--parallel", "2", "--policies", "vllm,thunder", "--repeats", "1",
+         "--steps", "3", "--parallel", "2", "--policies", "vllm,thunder-paper", "--repeats", "1",
          "--calibration-repeats", "1", "--cell-timeout-s", "60", "--out", str(out), "--doc", str(doc)],
         capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
