@@ -43,7 +43,7 @@ def test_fidelity_harness_runs_end_to_end(vllm_backend: VllmBackend, tmp_path) -
     assert result["calibrations"][0]["frontend_s"] > 0
     text = doc.read_text()
     assert text.startswith("# Fidelity\n\nProse kept as it is.\n")
-    assert "| 1 | vllm | 2 |" in text and "| 1 | thunder | 2 |" in text
+    assert "| 1 | vllm | 2 |" in text and "| 1 | thunder-paper | 2 |" in text
     assert result["calibrations"][0]["step_time"]["per_admitting_step_s"] >= 0  # fitted to vLLM's engine time
     assert all("steady_steps_per_min" in run for run in result["live"] + result["sim"])
 
