@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from thunder.policies.certify import compare, rounded
 from thunder.policies.demand import BackendDemand, split_tokens
-from thunder.program import BackendId, Program
+from thunder.cluster import ClusterView, Dispatch, Hold, Route
+from thunder.program import BackendId, Program, Status
 
 # Demand sums weighted floats; ignore sub-token rounding so that removing and
 # re-adding a program never turns "exactly at the limit" into "over it".
@@ -127,3 +128,17 @@ class RestoreTargets:
         if not rooms:
             return -1.0, 0.0
         return max(r for r, _ in rooms), max(e for _, e in rooms)
+
+
+def route_bound(view: ClusterView, program: Program) -> Route:
+    """The program-aware route: a ready request goes to the backend its program is
+    bound to, if that is healthy; a new, paused or marked program's request is held
+    (the mechanism queues it until a ``Restore``)."""
+    if program.status is not Status.ACTIVE or program.backend is None:
+        return Hold("new program, waits for restore" if program.is_new else "paused")
+    if program.marked_for_pause:
+        return Hold("marked for pause")
+    for backend in view.backends:
+        if backend.backend_id == program.backend and backend.healthy:
+            return Dispatch(program.backend)
+    return Hold("backend unhealthy")

@@ -72,14 +72,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from thunder.cluster import ClusterView, Decision, Dispatch, Hold, Pause, Restore, Route, Trigger, TriggerKind
+from thunder.cluster import ClusterView, Decision, Pause, Restore, Route, Trigger, TriggerKind
 from thunder.policies.certify import Uncertain
 from thunder.policies.demand import decay_weight
 from thunder.policies.options import option, require, require_choice
-from thunder.policies.placement import BackendStep, RestoreTargets
+from thunder.policies.placement import BackendStep, RestoreTargets, route_bound
 from thunder.policies.thunder_index import ThunderIndex, queued_since_s
 from thunder.policies.thunder_steps import IndexedStep, ViewStep
-from thunder.program import Phase, Program, ProgramId, Status
+from thunder.program import Phase, Program, ProgramId
 
 PLACEMENTS = ("best-fit", "most-free")
 DECAY_WHEN = ("always", "restore-only")
@@ -144,14 +144,7 @@ class ProgramAwarePolicy:
 
     def route(self, view: ClusterView, program: Program) -> Route:
         self._changed.add(program.program_id)  # a Hold makes the mechanism pause or mark it
-        if program.status is not Status.ACTIVE or program.backend is None:
-            return Hold("new program, waits for restore" if program.is_new else "paused")
-        if program.marked_for_pause:
-            return Hold("marked for pause")
-        for backend in view.backends:
-            if backend.backend_id == program.backend and backend.healthy:
-                return Dispatch(program.backend)
-        return Hold("backend unhealthy")
+        return route_bound(view, program)
 
     def decide(self, view: ClusterView, trigger: Trigger) -> tuple[Decision, ...]:
         if not self.config.decide_on_events and trigger.kind is not TriggerKind.TICK:

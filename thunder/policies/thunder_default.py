@@ -54,16 +54,14 @@ Each step walks the view once: O(programs log programs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
-from thunder.cluster import ClusterView, Decision, Dispatch, Hold, Pause, Restore, Route, Trigger, TriggerKind
+from thunder.cluster import ClusterView, Decision, Pause, Restore, Route, Trigger, TriggerKind
 from thunder.policies.estimates import OutputLengths, ToolDurations
+from thunder.policies.pause_set import PAUSE_RULES, Candidate, choose_pauses
+from thunder.policies.placement import route_bound
 from thunder.policies.options import option, require, require_choice
 from thunder.program import BackendId, Phase, Program, ProgramId, Status
 
-PAUSE_RULES = ("min-cost", "shortest-first")
-# A pause that frees less than this many tokens of counted demand frees nothing worth an eviction.
-NEGLIGIBLE_TOKENS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +155,6 @@ class Ledger:
         return self.check_tokens - self.capacity_tokens
 
 
-@dataclass(slots=True)
-class Candidate:
-    program: Program
-    freed: float  # counted tokens a pause frees
-    cost: float  # Eq. 9 term, weighted
-
-
 class DefaultThunderPolicy:
     """Program-aware pause/restore with reservation, learned decay, aging and groups."""
 
@@ -189,14 +180,7 @@ class DefaultThunderPolicy:
 
     def route(self, view: ClusterView, program: Program) -> Route:
         self._learn_return(view.now_s, program)
-        if program.status is not Status.ACTIVE or program.backend is None:
-            return Hold("new program, waits for restore" if program.is_new else "paused")
-        if program.marked_for_pause:
-            return Hold("marked for pause")
-        for backend in view.backends:
-            if backend.backend_id == program.backend and backend.healthy:
-                return Dispatch(program.backend)
-        return Hold("backend unhealthy")
+        return route_bound(view, program)
 
     def decide(self, view: ClusterView, trigger: Trigger) -> tuple[Decision, ...]:
         self._learn(view, trigger)
@@ -313,24 +297,8 @@ class DefaultThunderPolicy:
         return pauses
 
     def choose(self, candidates: list[Candidate], need: float) -> list[Candidate]:
-        """The programs to pause to free ``need`` tokens, by the configured rule.
-        ``min-cost``: the cheaper of the single cheapest program that frees enough
-        and a greedy by cost per token freed, pruned of picks it did not need."""
-        candidates = [c for c in candidates if c.freed >= NEGLIGIBLE_TOKENS]
-        if self.config.pause_rule == "shortest-first":
-            ordered = sorted(candidates, key=lambda c: (c.program.context_tokens, c.program.program_id))
-            return _take_until(ordered, need)
-        if sum(c.freed for c in candidates) < need:
-            return candidates  # all of them, and the next phase covers the rest
-        greedy = _take_until(sorted(candidates, key=lambda c: (c.cost / c.freed, c.program.program_id)), need)
-        for spare in sorted(greedy, key=lambda c: -c.cost):
-            if sum(c.freed for c in greedy) - spare.freed >= need:
-                greedy.remove(spare)
-        single = min((c for c in candidates if c.freed >= need), default=None,
-                     key=lambda c: (c.cost, c.program.program_id))
-        if single is not None and single.cost <= sum(c.cost for c in greedy):
-            return [single]
-        return greedy
+        """The programs to pause to free ``need`` tokens, by the configured rule."""
+        return choose_pauses(candidates, need, self.config.pause_rule)
 
     # -- restores --------------------------------------------------------------------
 
@@ -511,17 +479,6 @@ class DefaultThunderPolicy:
         if group is None:
             return 0.0
         return self._group_done.get(group, 0) / max(1, self._group_seen.get(group, 1))
-
-
-def _take_until(ordered: Iterable[Candidate], need: float) -> list[Candidate]:
-    picked: list[Candidate] = []
-    freed = 0.0
-    for candidate in ordered:
-        if freed >= need:
-            break
-        picked.append(candidate)
-        freed += candidate.freed
-    return picked
 
 
 def _queued_since(program: Program) -> float:
