@@ -164,12 +164,18 @@ def main() -> int:
     parser.add_argument("--no-dp", action="store_true", help="skip the two-server cells")
     parser.add_argument("--no-tool-bound", action="store_true", help="skip the tool-bound cells")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every cell, interleaved")
+    parser.add_argument("--policies", default="vllm,thunder,thunder-paper",
+                        help="proxy arms, comma-separated (engine-bound cells; tool-bound and two-server cells "
+                             "run the program-aware ones)")
     parser.add_argument("--layers", type=int, default=2, help="model shape (default: the 1 KiB/token model)")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--kv-tokens", type=int, default=16_384, help="KV cache per server (tokens)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "live_thrashing.json")
     args = parser.parse_args()
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    aware = [p for p in policies if p.startswith("thunder")]  # tool-bound: direct vs. the program-aware arms
+    dp_arms = ["vllm", *aware]  # two servers: request-level routing is the reference
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     seed = 100  # distinct prompts per run: no run hits another's leftovers in the prefix cache
@@ -205,19 +211,19 @@ def main() -> int:
             print(f"vLLM 1 up ({time.perf_counter() - started:.0f} s in)", file=sys.stderr)
             eb, tb = "engine-bound", "tool-bound"
             for r in range(args.rounds):
-                for policy in (None, "vllm", "thunder"):
+                for policy in (None, *policies):
                     run(eb, [a.url], policy, args.time_scale, args.cell_timeout_s, r)
             for r in range(0 if args.no_tool_bound else args.rounds):
-                for policy in (None, "thunder"):
+                for policy in (None, *aware):
                     run(tb, [a.url], policy, args.tool_time_scale, args.tool_cell_timeout_s, r)
             if not args.no_dp and time.perf_counter() - started < args.budget_s - 60:
                 with VllmServer(configs[1]) as b:
                     print(f"vLLM 2 up ({time.perf_counter() - started:.0f} s in)", file=sys.stderr)
                     for r in range(args.rounds):
-                        for policy in ("vllm", "thunder"):
+                        for policy in dp_arms:
                             run(eb, [a.url, b.url], policy, args.time_scale, args.cell_timeout_s, r)
             else:
-                for policy in ("vllm", "thunder"):
+                for policy in dp_arms:
                     rows.append({"regime": eb, "servers": 2, "arm": f"serve --policy {policy}",
                                  "skipped": "run budget spent" if not args.no_dp else "--no-dp"})
     result = {
