@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fidelity  # noqa: E402
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
-from thunder.calibration import nnls  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig  # noqa: E402
+from thunder.core.probes import nnls  # noqa: E402
 from thunder.policies.registry import make_policy  # noqa: E402
 from thunder.sim.hardware import StepTimeModel, load_engine_spec  # noqa: E402
 from thunder.sim.run import SimConfig, simulate  # noqa: E402

@@ -45,10 +45,10 @@ def run_one(case: str, policy: str, programs: int) -> dict:
     from thunder.sim.run import SimConfig, simulate
 
     if case == "swebench":
-        from thunder.trace import load_trace
+        from thunder.traces.format import load_trace
         trace = load_trace(REPO / "traces" / "swebench.jsonl").programs
     else:
-        from thunder.synth import synthesize
+        from thunder.traces.synth import synthesize
         trace = tuple(synthesize("coding", programs, 0)[1])
     _, parallel, replicas = CASES[case]
     spec = load_engine_spec("paper-8xh100-glm46")

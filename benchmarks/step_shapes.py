@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fidelity  # noqa: E402
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig  # noqa: E402
 from thunder.sim.hardware import load_engine_spec  # noqa: E402
 
 

@@ -17,7 +17,7 @@ from test_proxy_vllm_live import words
 from vllm_fixture import VllmBackend, make_vllm_backend_fixture
 
 from thunder.runtime import vllm_server
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

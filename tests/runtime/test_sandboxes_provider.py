@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sandbox_helpers import TREE, held_ports, kill_leftovers, processes_under
 
-from thunder.resources import PrepareEnv, ReclaimEnv
-from thunder.runtime.sandboxes import LocalSandboxProvider, PortRegistry, SandboxSpec, port_is_free, process_tree
-from thunder.runtime.sandbox_state import SandboxState, ToolHostConfig
-from thunder.runtime.tool_host import LiveToolHost
+from thunder.core.environments import PrepareEnv, ReclaimEnv
+from thunder.runtime.sandboxes.provider import LocalSandboxProvider, PortRegistry, SandboxSpec, port_is_free, process_tree
+from thunder.runtime.sandboxes.state import SandboxState, ToolHostConfig
+from thunder.runtime.sandboxes.tool_host import LiveToolHost
 
 PORTS = range(21000, 21040)
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 
 from thunder.sim.hardware import EngineSpec, StepTimeModel
-from thunder.trace import TraceProgram, TraceStep
+from thunder.traces.format import TraceProgram, TraceStep
 
 
 def engine(num_blocks: int, block_size: int = 16, *, max_num_seqs: int = 64,

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tool_builders import GB, engine, run, with_env
 
-from thunder.sim.toolhost import ToolHostConfig
+from thunder.sim.tool_host import ToolHostConfig
 
 
 @st.composite

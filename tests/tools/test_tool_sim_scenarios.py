@@ -7,10 +7,10 @@ import pytest
 from tool_builders import GB, engine, first_dispatch, growing, run, with_env
 
 from thunder.sim.run import SimConfig
-from thunder.sim.toolhost import ToolHostConfig
-from thunder.sim.tools import drawn_setup_s
-from thunder.synth.setup_times import setup_time_distribution
-from thunder.trace import TraceProgram
+from thunder.sim.tool_host import ToolHostConfig
+from thunder.sim.tool_cluster import drawn_setup_s
+from thunder.traces.synth.setup_times import setup_time_distribution
+from thunder.traces.format import TraceProgram
 
 # Six one-turn programs, 10 GB each, two at a time: at most two environments are ever needed.
 SIX = [with_env(f"p{i}", [100, 200], setup_s=1.0, disk_gb=10) for i in range(6)]
@@ -141,7 +141,7 @@ class _ReclaimEverything:
 
     def decide(self, cluster, host):
         from thunder.policies.tools import prepare_needed
-        from thunder.resources import ReclaimEnv
+        from thunder.core.environments import ReclaimEnv
 
         return [*prepare_needed(host), *(ReclaimEnv(e.program_id, "reckless") for e in host.envs.values() if e.live)]
 

@@ -1,6 +1,6 @@
 """Scheduling policies: one module per policy, plus a registry (name -> factory).
 
-Every policy implements ``thunder.policies.base.Policy`` and is pure: it sees
+Every policy implements ``thunder.core.policy.Policy`` and is pure: it sees
 a ``ClusterView`` (which carries ``now_s``) and returns decisions. No clocks,
 no SimPy, no sockets in this package.
 

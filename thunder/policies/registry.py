@@ -12,11 +12,11 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from thunder.policies.autellix import AutellixConfig, LeastAttainedServicePolicy
-from thunder.policies.base import Policy
+from thunder.core.policy import Policy
 from thunder.policies.continuum import ContinuumConfig, TtlPinningPolicy
 from thunder.policies.gateway import CacheAwareGatewayPolicy, GatewayConfig, PowerOfTwoConfig, PowerOfTwoPolicy
-from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
-from thunder.policies.thunder_default import DefaultThunderConfig, DefaultThunderPolicy
+from thunder.policies.thunder.paper import ProgramAwarePolicy, ThunderConfig
+from thunder.policies.thunder.default import DefaultThunderConfig, DefaultThunderPolicy
 from thunder.policies.vllm import RequestLevelPolicy, VllmConfig
 
 

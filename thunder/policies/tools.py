@@ -1,7 +1,7 @@
 """Tool-resource policies (paper, sections 3.3 and 4.4): prepare environments, reclaim them.
 
 A tool-resource policy sees the same ``ClusterView`` the scheduler sees plus
-a ``ToolHostView`` (``thunder.resources``) and returns ``PrepareEnv`` /
+a ``ToolHostView`` (``thunder.core.environments``) and returns ``PrepareEnv`` /
 ``ReclaimEnv`` decisions. All three prepare, at once, every environment a
 held program is waiting for (it holds a GPU slot, or wants one, right now);
 they differ in what else they do:
@@ -35,11 +35,11 @@ import math
 from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
-from thunder.cluster import ClusterView
-from thunder.policies.options import option, require
-from thunder.policies.thunder import queued_since_s, restore_class
-from thunder.program import Phase, Program, ProgramId, Status
-from thunder.resources import (HOLDING_STATES, EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision,
+from thunder.core.view import ClusterView
+from thunder.core.options import option, require
+from thunder.policies.thunder.paper import queued_since_s, restore_class
+from thunder.core.program import Phase, Program, ProgramId, Status
+from thunder.core.environments import (HOLDING_STATES, EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision,
                                ToolHostView)
 
 _UNPREPARED = (EnvState.NONE, EnvState.RECLAIMED)

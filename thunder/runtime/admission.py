@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from thunder.program import BackendId
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.core.program import BackendId
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import Ticket, TicketState
 
 

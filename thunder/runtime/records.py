@@ -1,6 +1,6 @@
 """What a live run records: step, program and decision rows, plus counters.
 
-Rows use the simulator's column names (``thunder.metrics``), so the same
+Rows use the simulator's column names (``thunder.results.tables``), so the same
 notebook reads a simulated and a live run. Times are seconds since the proxy
 started. Row stores are bounded deques: a proxy that runs for weeks keeps the
 newest ``max_records`` rows, not all of them.

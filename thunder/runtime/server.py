@@ -24,16 +24,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from thunder.policies.base import Policy
+from thunder.core.policy import Policy
 from thunder.policies.tools import ToolPolicy
 from thunder.runtime.admin import Admin
 from thunder.runtime.admission import Admission
-from thunder.runtime.backend import BackendClient
-from thunder.runtime.sglang_backend import BACKEND_CLIENTS
+from thunder.runtime.engines.vllm import BackendClient
+from thunder.runtime.engines.sglang import BACKEND_CLIENTS
 from thunder.runtime.config import ServeConfig
 from thunder.runtime.proxy import Proxy
 from thunder.runtime.records import TABLES, LiveRecords
-from thunder.runtime.sandbox_api import SandboxEndpoints, disabled_routes
+from thunder.runtime.sandboxes.api import SandboxEndpoints, disabled_routes
 from thunder.runtime.state import SHUTTING_DOWN
 from thunder.runtime.tool_cluster import ToolAwareLiveCluster, build_cluster
 

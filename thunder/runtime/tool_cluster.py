@@ -1,6 +1,6 @@
 """LiveCluster with sandboxes: the tool-resource policy runs after every control step.
 
-The live twin of ``thunder.sim.tools.ToolAwareCluster``. What it adds to
+The live twin of ``thunder.sim.tool_cluster.ToolAwareCluster``. What it adds to
 ``LiveCluster``:
 
 * after each control step (events and the dt tick), the tool policy sees the
@@ -21,19 +21,19 @@ import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
-from thunder.cluster import Decision, Trigger
-from thunder.policies.base import Policy
+from thunder.core.view import Decision, Trigger
+from thunder.core.policy import Policy
 from thunder.policies.tool_registry import make_tool_policy
 from thunder.policies.tools import ToolPolicy
-from thunder.program import ProgramId
-from thunder.resources import ToolDecision
+from thunder.core.program import ProgramId
+from thunder.core.environments import ToolDecision
 from thunder.runtime.config import ServeConfig
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.records import LiveRecords
 from thunder.runtime.state import BackendState, LiveProgram
-from thunder.runtime.sandboxes import LocalSandboxProvider, PortRegistry
-from thunder.runtime.sandbox_state import ToolHostConfig
-from thunder.runtime.tool_host import LiveToolHost
+from thunder.runtime.sandboxes.provider import LocalSandboxProvider, PortRegistry
+from thunder.runtime.sandboxes.state import ToolHostConfig
+from thunder.runtime.sandboxes.tool_host import LiveToolHost
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 It owns the mutable truth about every program, builds the read-only
 ``ClusterView`` a policy sees, applies the decisions it returns (the contract
-in ``thunder.cluster``), and records every step and decision for the metrics.
+in ``thunder.core.view``), and records every step and decision for the metrics.
 Nothing here decides: routing, pausing and restoring come from the policy.
 """
 
@@ -14,12 +14,12 @@ from typing import Any, Callable
 
 import simpy
 
-from thunder.applier import DecisionApplier, checks_before_dispatch
-from thunder.cluster import TICK, ClusterView, Decision, Dispatch, Trigger, TriggerKind
-from thunder.policies.base import Policy
-from thunder.program import Phase, Program, Status
+from thunder.core.applier import DecisionApplier, checks_before_dispatch
+from thunder.core.view import TICK, ClusterView, Decision, Dispatch, Trigger, TriggerKind
+from thunder.core.policy import Policy
+from thunder.core.program import Phase, Program, Status
 from thunder.sim.engine import Replica, Request
-from thunder.trace import TraceProgram
+from thunder.traces.format import TraceProgram
 
 
 class SimulationError(RuntimeError):

@@ -42,8 +42,8 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL
 
-from thunder.cluster import BackendView
-from thunder.cost import CostLedger
+from thunder.core.view import BackendView
+from thunder.core.cost import CostLedger
 from thunder.sim import kv_costs
 from thunder.sim.decoders import DecodeSet
 from thunder.sim.hardware import EngineSpec

@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-from thunder.fairness import fairness_metrics
-from thunder.metrics import RunTables, build_tables, summarize
+from thunder.results.fairness import fairness_metrics
+from thunder.results.tables import RunTables, build_tables, summarize
 from thunder.policies.registry import make_policy
-from thunder.rollout import rollout_metrics
+from thunder.results.rollout import rollout_metrics
 from thunder.sim.hardware import EngineSpec, load_engine_spec
 from thunder.sim.run import SimConfig, rollout_batch, simulate
-from thunder.sim.toolhost import ToolHostConfig
-from thunder.sim.tools import tool_context, tool_tables
-from thunder.trace import TraceProgram, load_trace
+from thunder.sim.tool_host import ToolHostConfig
+from thunder.sim.tool_cluster import tool_context, tool_tables
+from thunder.traces.format import TraceProgram, load_trace
 
 
 @dataclass(frozen=True, slots=True)

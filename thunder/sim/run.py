@@ -15,13 +15,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import simpy
 
-from thunder.cost import CostLedger
-from thunder.policies.base import Policy
+from thunder.core.cost import CostLedger
+from thunder.core.policy import Policy
 from thunder.sim.cluster import SimCluster, SimProgram, SimulationError
 from thunder.sim.engine import Replica
 from thunder.sim.hardware import EngineSpec
-from thunder.sim.tools import ToolHostConfig, build_tool_cluster
-from thunder.trace import TraceProgram
+from thunder.sim.tool_cluster import ToolHostConfig, build_tool_cluster
+from thunder.traces.format import TraceProgram
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class SimConfig:
     tool_time_scale: float = 1.0
     default_tool_s: float = 0.0  # for steps whose trace has no tool time
     jump_decode: bool = True  # False: one SimPy event per engine step (slow reference)
-    # Tool environments (thunder.sim.tools): None leaves them unmodelled, the behaviour before.
+    # Tool environments (thunder.sim.tool_cluster): None leaves them unmodelled, the behaviour before.
     tool_policy: str | None = None  # keep | on-demand | program-aware
     tool_options: tuple[tuple[str, Any], ...] = ()
     tool_host: ToolHostConfig = ToolHostConfig()  # disk capacity, defaults for a trace without env
@@ -46,7 +46,7 @@ class SimConfig:
 
 @dataclass(slots=True)
 class SimOutcome:
-    """Raw outcome; ``thunder.metrics`` turns it into tables and a summary."""
+    """Raw outcome; ``thunder.results.tables`` turns it into tables and a summary."""
 
     cluster: SimCluster
     replicas: list[Replica]
