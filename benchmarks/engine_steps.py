@@ -50,7 +50,8 @@ import fidelity  # noqa: E402
 from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig  # noqa: E402
 from thunder.core.probes import nnls  # noqa: E402
 from thunder.policies.registry import make_policy  # noqa: E402
-from thunder.sim.hardware import StepTimeModel, load_engine_spec  # noqa: E402
+from thunder.sim.step_time import StepTimeModel  # noqa: E402
+from thunder.sim.presets import load_engine_spec  # noqa: E402
 from thunder.sim.run import SimConfig, simulate  # noqa: E402
 
 LAUNCHER = ROOT / "benchmarks" / "vllm_step_trace.py"

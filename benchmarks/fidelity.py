@@ -61,7 +61,7 @@ from thunder.runtime.engines.launcher import (REPO_ROOT, VllmServer, VllmServerC
                                          free_port, http_ok)
 from thunder.sim.fit_profile import build_profile  # noqa: E402
 from thunder.sim.experiment import CellSpec, run_cell  # noqa: E402
-from thunder.traces.format import TraceProgram, load_trace, write_trace  # noqa: E402
+from thunder.traces import TraceProgram, load_trace, write_trace  # noqa: E402
 from thunder.traces.scale import scale_trace  # noqa: E402
 
 METRICS = ("steps_per_min", "steady_steps_per_min", "kv_hit_rate", "mean_step_latency_s", "p95_step_latency_s",

@@ -57,9 +57,10 @@ from thunder.traces.converters.swe_agent_profile import convert, read_runs
 from thunder.policies.registry import make_policy
 from thunder.sim.fit_profile import _FeatureClock  # the feature-recording clock thunder calibrate fits with
 from thunder.sim.h200_glm45 import glm45_h200_datasheet
-from thunder.sim.hardware import MBU, EngineSpec, StepTimeModel, load_engine_spec
+from thunder.sim.step_time import MBU, EngineSpec, StepTimeModel
+from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, simulate
-from thunder.traces.format import EnvSpec, TraceProgram
+from thunder.traces import EnvSpec, TraceProgram
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS = REPO / ".." / "shared" / "data" / "agent-runs" / "swe-agent-glm45-h200"

@@ -57,7 +57,7 @@ from fidelity import Proxy, add_trace_arguments, metrics_value, write_scaled_tra
 from thunder.results.tables import build_tables, summarize  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
-from thunder.traces.format import TraceProgram  # noqa: E402
+from thunder.traces import TraceProgram  # noqa: E402
 
 
 def held_times(export_dir: Path) -> dict[str, float | None]:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from thunder.sim.experiment import CellSpec, run_cell
 from thunder.traces.synth import synthesize
-from thunder.traces.format import write_trace
+from thunder.traces import write_trace
 
 POLICIES = (None, "keep", "on-demand", "program-aware")
 GB = 1e9

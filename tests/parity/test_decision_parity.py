@@ -29,9 +29,9 @@ import pytest
 from thunder.policies.registry import make_policy
 from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import BackendState, Ticket, Usage
-from thunder.sim.hardware import EngineSpec, StepTimeModel
+from thunder.sim.step_time import EngineSpec, StepTimeModel
 from thunder.sim.run import SimConfig, simulate
-from thunder.traces.format import TraceProgram, TraceStep
+from thunder.traces import TraceProgram, TraceStep
 
 STEP_S = 0.002  # one engine step; a request of n output tokens takes n steps
 OUTPUT_TOKENS = 40

@@ -15,10 +15,10 @@ from thunder.results.tables import build_tables, summarize
 from thunder.policies.registry import make_policy
 from thunder.core.program import Phase, Program, Status
 from thunder.core.environments import HOLDING_STATES, EnvResources, EnvState, EnvView, ToolHostView
-from thunder.sim.hardware import EngineSpec, StepTimeModel
+from thunder.sim.step_time import EngineSpec, StepTimeModel
 from thunder.sim.run import SimConfig, simulate
 from thunder.sim.tool_cluster import tool_context, tool_tables
-from thunder.traces.format import EnvSpec, TraceProgram, TraceStep
+from thunder.traces import EnvSpec, TraceProgram, TraceStep
 
 GB = 10**9
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from thunder.traces.format import TraceError
+from thunder.traces import TraceError
 from thunder.traces.stats import render_stats, trace_stats
 
 # Program a: three steps, cached tokens on two, no tool on the last.

@@ -9,7 +9,7 @@ import typer
 
 from thunder.cli.app import app, fail as _fail, parse_options as _parse_options
 
-from thunder.traces.format import TraceError
+from thunder.traces import TraceError
 
 
 @app.command("run")
@@ -33,7 +33,7 @@ def run_command(
 
     from thunder.results.tables import build_tables, format_summary, summarize, write_tables
     from thunder.runtime.replay import ReplayConfig, ReplayError, replay
-    from thunder.traces.format import load_trace
+    from thunder.traces import load_trace
 
     try:
         selected = list(load_trace(trace).programs)

@@ -9,7 +9,7 @@ import typer
 
 from thunder.cli.app import app, fail as _fail, int_list as _int_list, parse_options as _parse_options
 
-from thunder.traces.format import TraceError
+from thunder.traces import TraceError
 
 
 @app.command("simulate")

@@ -8,7 +8,7 @@ import typer
 
 from thunder.cli.app import fail as _fail, trace_app
 
-from thunder.traces.format import TraceError, TraceReader
+from thunder.traces import TraceError, TraceReader
 
 
 @trace_app.command("validate")
@@ -45,7 +45,7 @@ def trace_synth(
     from collections.abc import Iterator
 
     from thunder.traces.synth import synthesize
-    from thunder.traces.format import TraceProgram, write_trace
+    from thunder.traces import TraceProgram, write_trace
 
     try:
         header, drawn = synthesize(workload, programs, seed, rate=rate)
@@ -102,7 +102,7 @@ def trace_convert(
     """Convert recorded agent runs into a trace; print what was written and every skipped run."""
     # Imported here so the other trace commands do not load the converters.
     from thunder.traces.converters import ConversionError, ConvertOptions, convert, parse_tool_time
-    from thunder.traces.format import write_trace
+    from thunder.traces import write_trace
 
     try:
         options = ConvertOptions(chars_per_token=chars_per_token,

@@ -37,7 +37,8 @@ from typing import Protocol, Sequence
 
 from thunder.core.view import ClusterView
 from thunder.core.options import option, require
-from thunder.policies.thunder.paper import queued_since_s, restore_class
+from thunder.policies.thunder.index import queued_since_s
+from thunder.policies.thunder.paper_rules import restore_class
 from thunder.core.program import Phase, Program, ProgramId, Status
 from thunder.core.environments import (HOLDING_STATES, EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision,
                                ToolHostView)

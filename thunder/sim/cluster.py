@@ -19,7 +19,7 @@ from thunder.core.view import TICK, ClusterView, Decision, Dispatch, Trigger, Tr
 from thunder.core.policy import Policy
 from thunder.core.program import Phase, Program, Status
 from thunder.sim.engine import Replica, Request
-from thunder.traces.format import TraceProgram
+from thunder.traces import TraceProgram
 
 
 class SimulationError(RuntimeError):

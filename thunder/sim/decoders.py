@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from thunder.sim.engine import Request
+    from thunder.sim.request import Request
 
 
 class DecodeSet:

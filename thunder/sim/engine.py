@@ -46,7 +46,7 @@ from thunder.core.view import BackendView
 from thunder.core.cost import CostLedger
 from thunder.sim import kv_costs
 from thunder.sim.decoders import DecodeSet
-from thunder.sim.hardware import EngineSpec
+from thunder.sim.step_time import EngineSpec
 from thunder.sim.kv import PrefixCache, SeqKey
 from thunder.sim.request import EngineCounters, Request, StepPlan
 

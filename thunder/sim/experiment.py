@@ -17,11 +17,12 @@ from thunder.results.fairness import fairness_metrics
 from thunder.results.tables import RunTables, build_tables, summarize
 from thunder.policies.registry import make_policy
 from thunder.results.rollout import rollout_metrics
-from thunder.sim.hardware import EngineSpec, load_engine_spec
+from thunder.sim.step_time import EngineSpec
+from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, rollout_batch, simulate
 from thunder.sim.tool_host import ToolHostConfig
 from thunder.sim.tool_cluster import tool_context, tool_tables
-from thunder.traces.format import TraceProgram, load_trace
+from thunder.traces import TraceProgram, load_trace
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ from thunder.core.cost import CostLedger
 from thunder.core.policy import Policy
 from thunder.sim.cluster import SimCluster, SimProgram, SimulationError
 from thunder.sim.engine import Replica
-from thunder.sim.hardware import EngineSpec
+from thunder.sim.step_time import EngineSpec
 from thunder.sim.tool_cluster import ToolHostConfig, build_tool_cluster
-from thunder.traces.format import TraceProgram
+from thunder.traces import TraceProgram
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from thunder.sim.cluster import SimCluster, SimProgram
 from thunder.sim.engine import Replica
 from thunder.sim.tool_host import ToolHost, ToolHostConfig
 from thunder.traces.synth.setup_times import setup_time_distribution
-from thunder.traces.format import EnvSpec, TraceProgram
+from thunder.traces import EnvSpec, TraceProgram
 
 
 def drawn_setup_s(program_id: str, seed: int) -> float:

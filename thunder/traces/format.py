@@ -358,10 +358,5 @@ def load_trace(path: str | Path) -> Trace:
     return Trace(header=header, programs=programs)
 
 
-# Writing lives in its own module; re-exported so ``thunder.traces.format`` stays the one import.
-from thunder.traces.writer import (  # noqa: E402  (needs the types above)
-    header_to_dict, program_to_dict, step_to_dict, write_trace)
-
 __all__ = ["EnvSpec", "FORMAT_VERSION", "Trace", "TraceError", "TraceHeader", "TraceProgram", "TraceReader",
-           "TraceStep", "header_to_dict", "iter_programs", "load_trace", "parse_program", "program_to_dict",
-           "step_to_dict", "write_trace"]
+           "TraceStep", "iter_programs", "load_trace", "parse_program"]

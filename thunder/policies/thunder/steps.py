@@ -27,7 +27,7 @@ from thunder.policies.thunder.index import Slot, ThunderIndex, queued_since_s
 from thunder.core.program import BackendId, Program, ProgramId, Status
 
 if TYPE_CHECKING:
-    from thunder.policies.thunder.paper import ThunderConfig
+    from thunder.policies.thunder.paper_rules import ThunderConfig
 
 
 class ViewStep:
