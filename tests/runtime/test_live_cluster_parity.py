@@ -47,6 +47,8 @@ class Recorder:
         self.policy = policy
         self.name = policy.name
         self.config = policy.config
+        self.interval_s = policy.interval_s
+        self.checks_before_dispatch = policy.checks_before_dispatch
         self.calls = []
 
     def route(self, view, program):

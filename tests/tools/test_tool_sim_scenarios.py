@@ -138,6 +138,7 @@ class _ReclaimEverything:
 
     def __init__(self, config: object) -> None:
         self.config = config
+        self.interval_s = 5.0
 
     def decide(self, cluster, host):
         from thunder.policies.tools import prepare_needed
@@ -147,11 +148,11 @@ class _ReclaimEverything:
 
 
 def test_the_simulator_never_tears_down_an_environment_under_a_running_step(monkeypatch):
-    from thunder.policies import tool_registry
+    from thunder.policies import registry
     from thunder.policies.tools import KeepConfig
 
-    monkeypatch.setitem(tool_registry.TOOL_POLICIES, "reckless",
-                        tool_registry.ToolPolicyFactory("reckless", KeepConfig, _ReclaimEverything))
+    monkeypatch.setitem(registry.TOOL_POLICIES, "reckless",
+                        registry.Factory("tool policy", "reckless", KeepConfig, _ReclaimEverything))
     programs = [growing("a", 300, 4, tool_s=2.0, setup_s=1.0), growing("b", 400, 3, tool_s=1.0, setup_s=2.0)]
     _, tables, summary = run(programs, "thunder-paper", engine(128), "reckless", parallel=2)
     assert summary["programs_finished"] == 2 and summary["env_reclaims_refused"] > 0

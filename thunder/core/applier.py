@@ -1,11 +1,16 @@
 """Applying a policy's decisions: the one code path the simulator and the proxy share.
 
-``thunder.core.view`` states the contract (a pause of a program whose request is in an
-engine marks it and takes effect when the request returns; a restore of a program
-with a held request dispatches it; stale decisions are ignored). ``DecisionApplier``
-implements it once over the program views; ``SimCluster`` and ``LiveCluster`` supply
-the few things that differ between the worlds: the clock, whether a program's request
-is in an engine, how held requests are sent, and what a pin can do.
+``thunder.core.view`` states the scheduler's contract (a pause of a program whose request
+is in an engine marks it and takes effect when the request returns; a restore of a
+program with a held request dispatches it; stale decisions are ignored).
+``DecisionApplier`` implements it once over the program views; ``SimCluster`` and
+``LiveCluster`` supply the few things that differ between the worlds: the clock, whether
+a program's request is in an engine, how held requests are sent, and what a pin can do.
+
+Tool-resource decisions (``thunder.core.environments``) go through ``ToolApplier``, also
+shared: it runs the tool policy after every control step (a hook the cluster runs, not a
+subclass of it) and applies its decisions with the one refusal rule; each world supplies
+only its host (``ToolHostControl``: the simulated one, or real sandboxes).
 """
 
 from __future__ import annotations
@@ -13,18 +18,13 @@ from __future__ import annotations
 import dataclasses
 import operator
 from abc import ABC, abstractmethod
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
+from thunder.core.environments import (PrepareEnv, ReclaimEnv, ToolDecision, ToolHostView,
+                                       reclaim_refused)
+from thunder.core.policy import Policy, ToolPolicy
 from thunder.core.view import ClusterView, Decision, Pause, Pin, Restore, Trigger
-from thunder.core.policy import Policy
 from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
-
-
-def checks_before_dispatch(policy: Policy) -> bool:
-    """Whether the policy wants its control step run before a ready request is routed,
-    with the request's new prompt counted (``DefaultThunderPolicy``); otherwise the
-    request is routed first and the step runs after (the paper's order)."""
-    return bool(getattr(policy, "checks_before_dispatch", False))
 
 
 _PROGRAM_FIELDS = tuple(f.name for f in dataclasses.fields(Program))
@@ -58,10 +58,18 @@ class ProgramState(Protocol):
     migrations: int
 
 
+ControlHook = Callable[[Trigger], None]
+
+
 class DecisionApplier(ABC):
     policy: Policy
     programs: dict[ProgramId, Any]  # ProgramState of each world
     views: dict[ProgramId, Program]
+    control_steps: int = 0
+    # Composed, not inherited: what else runs on each control step (see ``control``).
+    # Each world's constructor makes its own lists.
+    before_control: list[ControlHook]
+    after_control: list[ControlHook]
 
     # -- what each world supplies ------------------------------------------------------
 
@@ -88,9 +96,16 @@ class DecisionApplier(ABC):
     # -- the contract ----------------------------------------------------------------
 
     def control(self, trigger: Trigger) -> list[Decision]:
+        """One control step: hooks that must see the trigger first, the policy's decisions
+        applied in order, then hooks that run after every step (the tool policy)."""
+        self.control_steps += 1
+        for hook in self.before_control:
+            hook(trigger)
         decisions = list(self.policy.decide(self.snapshot(), trigger))
         for decision in decisions:
             self.apply(decision)
+        for hook in self.after_control:
+            hook(trigger)
         return decisions
 
     def apply(self, decision: Decision) -> None:
@@ -139,3 +154,55 @@ class DecisionApplier(ABC):
                 program.migrations += 1
                 self._log("migrate", program.program_id, backend)
         self._update(program.program_id, status=Status.ACTIVE, backend=backend, paused_since_s=None)
+
+
+class ToolHostControl(Protocol):
+    """What a world's tool host offers the shared applier (the simulated host, or sandboxes)."""
+
+    def snapshot(self, cluster: ClusterView) -> ToolHostView: ...
+
+    def prepare(self, program_id: ProgramId, ahead: bool) -> bool:
+        """Start preparing (or queue); False if there was nothing to do."""
+        ...
+
+    def reclaim(self, program_id: ProgramId, reason: str) -> bool:
+        """Tear down (or cancel); False if there was nothing to do."""
+        ...
+
+
+class ToolApplier:
+    """Runs a tool-resource policy over a host and applies its decisions, in either world.
+
+    ``log(action, program_id, reason)`` writes the decisions table: actions are
+    ``env_prepare``, ``env_reclaim`` and ``env_refuse_reclaim`` (never under a
+    running step: ``reclaim_refused``), beside the scheduler's own."""
+
+    def __init__(self, policy: ToolPolicy, host: ToolHostControl,
+                 log: Callable[[str, ProgramId, str], None]) -> None:
+        self.policy = policy
+        self.host = host
+        self.log = log
+        self.refused = 0
+
+    def step(self, cluster: ClusterView) -> list[ToolDecision]:
+        host = self.host.snapshot(cluster)
+        decisions = list(self.policy.decide(cluster, host))
+        for decision in decisions:
+            self.apply(decision, cluster, host)
+        return decisions
+
+    def apply(self, decision: ToolDecision, cluster: ClusterView, host: ToolHostView) -> None:
+        program_id = decision.program_id
+        if isinstance(decision, PrepareEnv):
+            if self.host.prepare(program_id, ahead=decision.reason == "ahead"):
+                self.log("env_prepare", program_id, decision.reason)
+            return
+        assert isinstance(decision, ReclaimEnv)
+        # Views of the host and the programs as the policy saw them: a decision applied
+        # earlier in the same step changes neither the program's phase nor its binding.
+        env = host.envs.get(program_id)
+        if env is not None and reclaim_refused(env, cluster.programs.get(program_id)):
+            self.refused += 1
+            self.log("env_refuse_reclaim", program_id, decision.reason)
+        elif self.host.reclaim(program_id, decision.reason):
+            self.log("env_reclaim", program_id, decision.reason)

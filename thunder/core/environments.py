@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Mapping, Union
 
-from thunder.core.program import ProgramId
+from thunder.core.program import Phase, Program, ProgramId, Status
 
 
 class EnvState(Enum):
@@ -146,3 +146,23 @@ ToolDecision = Union[PrepareEnv, ReclaimEnv]
 
 __all__ = ["EnvResources", "EnvState", "EnvView", "HOLDING_STATES", "LIVE_STATES", "PrepareEnv",
            "ReclaimEnv", "ToolDecision", "ToolHostView"]
+
+
+# -- the rules both mechanisms apply (one definition each) ----------------------------------
+
+
+def env_in_use(program: Program | None) -> bool:
+    """A tool runs in the program's environment: from the end of an LLM call to the
+    program's next request (ACTING after at least one step), paused or not."""
+    return program is not None and program.phase is Phase.ACTING and program.steps_done > 0
+
+
+def reclaim_refused(env: EnvView, program: Program | None) -> bool:
+    """A teardown the mechanism refuses: the environment is in use, or its program is bound
+    to a backend and reasoning (its next tool call comes as soon as the answer does). An
+    environment of a released program may always go."""
+    if env.released:
+        return False
+    bound_reasoning = (program is not None and program.status is Status.ACTIVE
+                       and program.phase is Phase.REASONING)
+    return bound_reasoning or env_in_use(program)

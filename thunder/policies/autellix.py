@@ -52,6 +52,8 @@ class LeastAttainedServicePolicy:
     """PLAS priorities and locality-first routing."""
 
     name = "autellix"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: AutellixConfig = AutellixConfig()) -> None:
         self.config = config

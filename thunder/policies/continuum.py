@@ -84,6 +84,8 @@ class TtlPinningPolicy:
     """Sticky routing, program-level FCFS, and tool-aware KV pinning."""
 
     name = "continuum"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: ContinuumConfig = ContinuumConfig()) -> None:
         self.config = config

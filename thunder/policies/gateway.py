@@ -124,6 +124,8 @@ class CacheAwareGatewayPolicy:
     """The SGLang gateway's cache-aware routing in front of request-level engines."""
 
     name = "gateway"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: GatewayConfig = GatewayConfig()) -> None:
         self.config = config
@@ -168,6 +170,8 @@ class PowerOfTwoPolicy:
     """The gateway's power-of-two choices: the less loaded of two random healthy backends."""
 
     name = "power-of-two"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: PowerOfTwoConfig = PowerOfTwoConfig()) -> None:
         self.config = config

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Protocol, Sequence
+from typing import Sequence
 
 from thunder.core.view import ClusterView
 from thunder.core.options import option, require
@@ -45,14 +45,6 @@ from thunder.core.environments import (HOLDING_STATES, EnvState, EnvView, Prepar
 
 _UNPREPARED = (EnvState.NONE, EnvState.RECLAIMED)
 _IN_FLIGHT = (EnvState.PENDING, EnvState.PREPARING)
-
-
-class ToolPolicy(Protocol):
-    name: str
-
-    def decide(self, cluster: ClusterView, host: ToolHostView) -> Sequence[ToolDecision]:
-        """Preparations to start and environments to tear down, applied in order."""
-        ...
 
 
 def prepare_needed(host: ToolHostView) -> list[PrepareEnv]:
@@ -96,6 +88,10 @@ class KeepUntilRunEnd:
 
     name = "keep"
 
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
+
     def __init__(self, config: KeepConfig = KeepConfig()) -> None:
         self.config = config
 
@@ -107,6 +103,10 @@ class PrepareOnDemand:
     """Prepare when needed; reclaim when the program is released."""
 
     name = "on-demand"
+
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
 
     def __init__(self, config: OnDemandConfig = OnDemandConfig()) -> None:
         self.config = config
@@ -164,6 +164,10 @@ class PrepareAheadAndCollect:
     """ThunderAgent's tool resource manager: GC on release and idle, prepare ahead of restore."""
 
     name = "program-aware"
+
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
 
     def __init__(self, config: ProgramAwareToolsConfig = ProgramAwareToolsConfig()) -> None:
         self.config = config

@@ -44,6 +44,8 @@ class RequestLevelPolicy:
     """vLLM with its router: dispatch every request at once, decide nothing else."""
 
     name = "vllm"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: VllmConfig = VllmConfig()) -> None:
         self.config = config

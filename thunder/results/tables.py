@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from thunder.core.cost import COST_TERMS, CostLedger
+from thunder.core.records import DECISION_COLUMNS
 from thunder.results.tools import format_tool_lines, tool_summary
 
 
@@ -49,7 +50,7 @@ def build_tables(steps: list[dict[str, Any]], programs: list[dict[str, Any]],
         step_df["prefill_s"] = step_df["first_token_s"] - step_df["admitted_s"]
         step_df["decode_s"] = step_df["done_s"] - step_df["first_token_s"]
         step_df["latency_s"] = step_df["done_s"] - step_df["ready_s"]
-    decision_df = pd.DataFrame(list(decisions), columns=["time_s", "action", "program_id", "backend", "reason"])
+    decision_df = pd.DataFrame(list(decisions), columns=list(DECISION_COLUMNS))
     tools = {} if environments is None else {
         "environments": pd.DataFrame(environments), "tool_timeseries": pd.DataFrame(tool_timeseries or [])}
     return RunTables(step_df, pd.DataFrame(programs), pd.DataFrame(timeseries), decision_df, **tools)
@@ -80,7 +81,7 @@ def summarize(tables: RunTables, ledger: CostLedger | None, duration_s: float, *
     prompt = float(steps["prompt_tokens"].sum()) if n_steps else 0.0
     cached = float(steps["cached_tokens"].sum()) if n_steps else 0.0
     latency = steps["latency_s"].to_numpy() if n_steps else np.array([])
-    actions = tables.decisions["action"].value_counts() if not tables.decisions.empty else {}
+    actions: Any = tables.decisions["action"].value_counts() if not tables.decisions.empty else {}
     imbalance = memory_imbalance(tables.timeseries)
     summary: dict[str, Any] = dict(context)
     summary.update({

@@ -26,7 +26,7 @@ from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.payload import PROGRAM_FIELD, BadRequest, parse_object
 from thunder.runtime.proxy import Proxy, error_response
-from thunder.runtime.records import TABLES
+from thunder.core.records import TABLES
 from thunder.runtime.telemetry import backend_rows, describe, render_metrics
 from thunder.runtime.sandboxes.tool_host import LiveToolHost
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import logging
 from types import MappingProxyType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-from thunder.core.applier import DecisionApplier, checks_before_dispatch
+from thunder.core.applier import ControlHook, DecisionApplier
 from thunder.core.view import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.core.policy import Policy
 from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
+from thunder.core.records import program_row
 from thunder.runtime.records import LiveRecords, step_row
 from thunder.runtime.state import (NO_BACKEND, RELEASED, BackendState, DispatchHold, LiveProgram, Ticket,
                                    TicketState, Usage)
@@ -39,9 +40,20 @@ from thunder.runtime.state import (NO_BACKEND, RELEASED, BackendState, DispatchH
 log = logging.getLogger(__name__)
 
 
+class ToolSide(Protocol):
+    """What the cluster asks of its sandboxes, when they are on (``LiveTools``)."""
+
+    def ended(self, program_id: ProgramId) -> None: ...
+
+    def release_unknown(self, program_id: ProgramId) -> bool: ...
+
+    def reclaim_idle(self, idle_timeout_s: float) -> list[ProgramId]: ...
+
+
 class LiveCluster(DecisionApplier):
     def __init__(self, policy: Policy, backends: Sequence[BackendState], clock: Callable[[], float],
-                 records: LiveRecords | None = None) -> None:
+                 records: LiveRecords | None = None, on_dispatch: Callable[[Ticket], None] | None = None,
+                 on_reject: Callable[[Ticket, str], None] | None = None) -> None:
         self.policy = policy
         self.clock = clock
         self.backends = list(backends)
@@ -55,8 +67,12 @@ class LiveCluster(DecisionApplier):
         # Weight sync (``hold_dispatches``): while set, nothing is sent to an engine;
         # requests the policy lets go wait, bound to their backend, until resumed.
         self.dispatch_hold: DispatchHold | None = None
-        self.on_dispatch: Callable[[Ticket], None] = lambda ticket: None
-        self.on_reject: Callable[[Ticket, str], None] = lambda ticket, reason: None
+        self.on_dispatch: Callable[[Ticket], None] = on_dispatch or (lambda ticket: None)
+        self.on_reject: Callable[[Ticket, str], None] = on_reject or (lambda ticket, reason: None)
+        self.control_steps = 0
+        self.before_control: list[ControlHook] = []
+        self.after_control: list[ControlHook] = []
+        self.tools: ToolSide | None = None  # sandboxes, when on (``thunder.runtime.tool_cluster.LiveTools``)
 
     # -- snapshot ----------------------------------------------------------------
 
@@ -114,7 +130,7 @@ class LiveCluster(DecisionApplier):
                      max_output_tokens=max_tokens, group_id=program.group_id, **changes)
         ticket.estimate_tokens = estimate_tokens
         trigger = Trigger(TriggerKind.ARRIVAL if new else TriggerKind.TOOL_DONE, program.program_id)
-        if (new or was_acting) and checks_before_dispatch(self.policy):
+        if (new or was_acting) and self.policy.checks_before_dispatch:
             # The check sees the new prompt before the request goes anywhere; a restore in
             # that step sends it, a pause keeps it held, else it is routed as usual.
             program.held.append(ticket)
@@ -247,10 +263,10 @@ class LiveCluster(DecisionApplier):
 
     def release(self, program_id: ProgramId) -> bool:
         """End a program (client's release call). Its held requests fail; requests in
-        flight run to completion and are recorded. False if unknown."""
+        flight run to completion and are recorded. False if unknown (to the tools too)."""
         program = self.programs.get(program_id)
         if program is None:
-            return False
+            return self.tools is not None and self.tools.release_unknown(program_id)
         self._reject_held(program, RELEASED)
         self._terminate(program)
         self.control(Trigger(TriggerKind.RELEASE, program_id))
@@ -268,7 +284,8 @@ class LiveCluster(DecisionApplier):
             self._log("reclaim", program.program_id, self.views[program.program_id].backend, "idle timeout")
             self._terminate(program)
             self.control(Trigger(TriggerKind.RELEASE, program.program_id))
-        return [p.program_id for p in stale]
+        sandboxes_only = self.tools.reclaim_idle(idle_timeout_s) if self.tools is not None else []
+        return [p.program_id for p in stale] + sandboxes_only
 
     def update_backend(self, backend_id: BackendId, state: BackendState) -> None:
         """New adapter reading. A change of health or capacity runs a control step;
@@ -399,12 +416,10 @@ class LiveCluster(DecisionApplier):
     def _terminate(self, program: LiveProgram) -> None:
         view = self.views.pop(program.program_id)
         del self.programs[program.program_id]
-        self.records.programs.append({
-            "program_id": program.program_id, "arrived_s": program.arrived_s, "started_s": program.started_s,
-            "finished_s": self.clock(), "steps": view.steps_done,
-            "pauses": program.pauses, "restores": program.restores, "migrations": program.migrations,
-            "queue_s": program.queue_s, "last_backend": program.last_backend, "group_id": program.group_id,
-        })
+        self.records.programs.append(program_row(program, finished_s=self.clock(), steps=view.steps_done,
+                                                 group_id=program.group_id))
+        if self.tools is not None:
+            self.tools.ended(program.program_id)
 
     # -- records ----------------------------------------------------------------------
 

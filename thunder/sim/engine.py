@@ -515,7 +515,7 @@ class Replica:
             if not gate.triggered:
                 gate.succeed()
         for event in events:
-            event.callbacks.append(open_gate)  # type: ignore[union-attr]  # pending events have a list
+            event.callbacks.append(open_gate)  # pending events have a list (it is None once processed)
         return gate
 
     def _plan_long_jump(self, max_steps: int, free: int, start: float) -> tuple[Any, Any, list[float]]:

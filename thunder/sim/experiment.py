@@ -10,7 +10,7 @@ import random
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable, Iterable
 
 from thunder.results.fairness import fairness_metrics
@@ -153,7 +153,7 @@ def run_grid(cells: Iterable[CellSpec], workers: int = 1,
             if on_progress is None:
                 results.append(_summary_only(cell))
             else:
-                results.append(run_cell(cell, progress=lambda f, i=index: on_progress(i, f))[0])
+                results.append(run_cell(cell, progress=partial(on_progress, index))[0])
                 on_progress(index, 1.0)
             if on_result:
                 on_result(results[-1])

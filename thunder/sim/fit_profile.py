@@ -114,7 +114,7 @@ def fit_engine_spec(runs: Sequence[ProbeRun], geometry: EngineSpec) -> tuple[Eng
         features, targets, names = design(runs, geometry)
         fit = fit_linear(features, targets, groups=names, fixed_zero=("per_admitting_step_s",))
     c = fit.coefficients
-    step = StepTimeModel(**{name: c[name] for name in STEP_FEATURES})
+    step = StepTimeModel(**{name: float(c[name]) for name in STEP_FEATURES})  # type: ignore[arg-type]  # floats only
     predicted = predict(c, features)
     residuals = []
     for name in dict.fromkeys(names):
@@ -129,7 +129,7 @@ def frontend_from_runs(runs: Sequence[ProbeRun]) -> float | None:
     """Time outside the engine per request with the server to itself: the median over runs
     of single-request probes of client latency minus the engine's own time (HTTP, the API
     server's input and output processing, the hand-over to the engine core)."""
-    gaps = [float(np.mean(run.latencies_s)) - cast(float, run.engine_s) for run in runs
+    gaps = [float(np.mean(run.latencies_s)) - run.engine_s for run in runs
             if run.probe.count == 1 and run.engine_s is not None]
     return max(0.0, float(np.median(gaps))) if gaps else None
 
@@ -188,7 +188,7 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
                else "the fit's per-request intercept")
             + (f"; under load ({load.clients} closed-loop clients finishing together) that queue predicts "
                f"{check['predicted_s'] * 1e3:.1f} ms outside the engine, measured {check['measured_s'] * 1e3:.1f} ms"
-               if check is not None else "")),
+               if check is not None and load is not None else "")),
         "scheduler": f"max_num_batched_tokens {max_num_batched_tokens}, max_num_seqs {max_num_seqs}, "
                      f"admission {'full prompt' if admit_full_prompt else 'first chunk'} "
                      "(given to thunder calibrate; not observable over HTTP)",

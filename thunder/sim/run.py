@@ -171,12 +171,6 @@ def sample_backends(cluster: SimCluster) -> None:
         })
 
 
-def tick_interval_s(policy: Policy) -> float | None:
-    """The policy's periodic-check interval, if it has one (``config.interval_s``)."""
-    config = getattr(policy, "config", None)
-    return getattr(config, "interval_s", None)
-
-
 def simulate(programs: Sequence[TraceProgram], policy: Policy, spec: EngineSpec, config: SimConfig,
              policy_name: str = "", progress: Callable[[float], None] | None = None) -> SimOutcome:
     """Run one simulation to completion (or to the horizon) and return its outcome."""
@@ -209,7 +203,7 @@ def simulate(programs: Sequence[TraceProgram], policy: Policy, spec: EngineSpec,
     else:
         source = _cycled(programs) if config.horizon_s is not None else iter(programs)
         env.process(workload.closed_loop(source))
-    interval = tick_interval_s(policy)
+    interval = policy.interval_s
     if interval:
         env.process(_ticker(env, cluster, interval))
     env.process(_sampler(env, cluster, config.sample_interval_s))

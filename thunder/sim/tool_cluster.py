@@ -1,7 +1,8 @@
-"""SimCluster with tool environments: a program runs no step until its environment is ready.
+"""Tool environments in the simulator: a program runs no step until its environment is ready.
 
-``ToolAwareCluster`` is the ``SimCluster`` mechanism plus one ``ToolHost``
-and a tool-resource policy (``thunder.policies.tools``). What it adds:
+``SimTools`` attaches one ``ToolHost`` and a tool-resource policy
+(``thunder.policies.tools``) to a ``SimCluster``; its decisions go through the
+shared ``thunder.core.applier.ToolApplier``. What it adds:
 
 * Every dispatch is gated: if the program's environment is not READY the
   request stays held at the proxy (the program keeps whatever backend the
@@ -11,7 +12,7 @@ and a tool-resource policy (``thunder.policies.tools``). What it adds:
   ``interval_s`` tick, the tool policy sees the same ``ClusterView`` plus
   the ``ToolHostView`` and its decisions are applied; a teardown of an
   environment in use, or of a program bound to a backend and reasoning, is
-  refused and counted.
+  refused and counted (``thunder.core.environments.reclaim_refused``).
 * Environments come from the trace's ``env``; what it lacks is filled from
   ``ToolHostConfig``: setup time drawn from the bundled Terminal-Bench
   distribution (seeded by ``env_seed`` and the program id, so every policy
@@ -28,12 +29,12 @@ from typing import Any, Callable
 import numpy as np
 import simpy
 
-from thunder.core.view import Decision, Trigger, TriggerKind
-from thunder.core.policy import Policy
-from thunder.policies.tool_registry import make_tool_policy
-from thunder.policies.tools import ToolPolicy
-from thunder.core.program import Phase, Status
-from thunder.core.environments import EnvResources, PrepareEnv, ReclaimEnv, ToolDecision
+from thunder.core.applier import ToolApplier
+from thunder.core.environments import EnvResources, ToolDecision, ToolHostView, env_in_use
+from thunder.core.view import ClusterView, Trigger, TriggerKind
+from thunder.core.policy import Policy, ToolPolicy
+from thunder.policies.registry import make_tool_policy
+from thunder.core.program import Status
 from thunder.sim.cluster import SimCluster, SimProgram
 from thunder.sim.engine import Replica
 from thunder.sim.tool_host import ToolHost, ToolHostConfig
@@ -56,87 +57,91 @@ def env_resources(trace: TraceProgram, config: ToolHostConfig) -> EnvResources:
         setup_s=setup_s)
 
 
-class ToolAwareCluster(SimCluster):
-    def __init__(self, env: simpy.Environment, replicas: list[Replica], policy: Policy,
-                 tool_policy: ToolPolicy, host_config: ToolHostConfig = ToolHostConfig(),
-                 on_program_end: Callable[[SimProgram], None] | None = None,
+class SimTools:
+    """The tool-resource side of a ``SimCluster``: one simulated host, the tool policy, and
+    the gate that holds a program's request until its environment is ready.
+
+    It is attached to the cluster (``attach``), not a subclass of it: it watches triggers
+    before the scheduler's step (``before_control``), runs the tool policy after it
+    (``after_control``) and on its own tick, and gates dispatches (``SimCluster.gate``)."""
+
+    def __init__(self, cluster: SimCluster, tool_policy: ToolPolicy, host_config: ToolHostConfig,
                  stop: Callable[[], None] | None = None) -> None:
-        super().__init__(env, replicas, policy, on_program_end=on_program_end)
-        self.tool_policy = tool_policy
-        self.tools = ToolHost(env, host_config, on_change=self.tool_step)
+        self.cluster = cluster
+        self.host = ToolHost(cluster.env, host_config, on_change=self.step)
         self.host_config = host_config
+        self.applier = ToolApplier(tool_policy, self, self._log)
         self.stop = stop
-        interval = getattr(getattr(tool_policy, "config", None), "interval_s", None) or 5.0
-        env.process(self._tool_ticker(interval))
+        self._interval_s = tool_policy.interval_s
 
-    # -- lifecycle hooks ---------------------------------------------------------------
+    def attach(self) -> None:
+        cluster = self.cluster
+        cluster.before_control.append(self._observe)
+        cluster.after_control.append(self._after_control)
+        cluster.gate = self
+        cluster.env.process(self._ticker(self._interval_s))
 
-    def arrive(self, trace: TraceProgram) -> SimProgram:
-        program = super().arrive(trace)
-        self.tools.register(program.program_id, env_resources(trace, self.host_config))
-        return program
+    # -- hooks the cluster runs ----------------------------------------------------------
 
-    def control(self, trigger: Trigger) -> list[Decision]:
-        kind, program_id = trigger.kind, trigger.program_id
-        if kind is not TriggerKind.TICK and program_id is not None:
-            self.tools.progress()
-            if kind is TriggerKind.REQUEST_DONE:
-                self.tools.set_in_use(program_id, True)  # its tool call starts now
-            elif kind is TriggerKind.TOOL_DONE:
-                self.tools.set_in_use(program_id, False)
-            elif kind is TriggerKind.RELEASE:
-                self.tools.release(program_id)
-        decisions = super().control(trigger)
-        self.tool_step()
-        return decisions
+    def _after_control(self, trigger: Trigger) -> None:
+        self.step()
 
-    def _dispatch(self, program: SimProgram, backend: int, priority: float | None) -> None:
-        if self.tools.is_ready(program.program_id):
-            super()._dispatch(program, backend, priority)
-            return
-        program.held = True  # held at the proxy until the environment is ready
-        self.tools.block(program.program_id, lambda: self._resume(program, priority))
+    def arrive(self, program: SimProgram) -> None:
+        self.host.register(program.program_id, env_resources(program.trace, self.host_config))
+
+    def admit(self, program: SimProgram, priority: float | None) -> bool:
+        """True: dispatch now. False: held at the proxy until the environment is ready,
+        then dispatched to the backend the program has by then."""
+        if self.host.is_ready(program.program_id):
+            return True
+        program.held = True
+        self.host.block(program.program_id, lambda: self._resume(program, priority))
+        return False
 
     def _resume(self, program: SimProgram, priority: float | None) -> None:
-        view = self.views.get(program.program_id)
+        view = self.cluster.views.get(program.program_id)
         if view is None or not program.held or view.status is not Status.ACTIVE or view.backend is None:
             return  # paused (or gone) meanwhile: its next restore dispatches it
-        self._dispatch(program, view.backend, priority)
+        self.cluster.dispatch(program, view.backend, priority)
 
-    # -- the tool policy ---------------------------------------------------------------
-
-    def tool_step(self) -> list[ToolDecision]:
-        decisions = list(self.tool_policy.decide(self.snapshot(), self.tools.snapshot()))
-        for decision in decisions:
-            self._apply_tool(decision)
-        return decisions
-
-    def _apply_tool(self, decision: ToolDecision) -> None:
-        program_id = decision.program_id
-        if isinstance(decision, PrepareEnv):
-            if self.tools.prepare(program_id, ahead=decision.reason == "ahead"):
-                self._log_tool("prepare", program_id, decision.reason)
+    def _observe(self, trigger: Trigger) -> None:
+        """Before the scheduler's step: the event's effect on the environment (progress for
+        the stall check, a tool call starting or ending, a release)."""
+        program_id = trigger.program_id
+        if trigger.kind is TriggerKind.TICK or program_id is None:
             return
-        assert isinstance(decision, ReclaimEnv)
-        env_view = self.tools.views.get(program_id)
-        view = self.views.get(program_id)
-        bound_reasoning = (view is not None and view.status is Status.ACTIVE and view.phase is Phase.REASONING)
-        if env_view is not None and (env_view.in_use or bound_reasoning) and not env_view.released:
-            self.tools.refused += 1
-            self._log_tool("refuse_reclaim", program_id, decision.reason)
-        elif self.tools.reclaim(program_id, decision.reason):
-            self._log_tool("reclaim", program_id, decision.reason)
+        self.host.progress()
+        if trigger.kind is TriggerKind.RELEASE:
+            self.host.release(program_id)
+            return
+        env = self.host.views.get(program_id)
+        in_use = env_in_use(self.cluster.views.get(program_id))
+        if env is not None and env.in_use != in_use:
+            self.host.set_in_use(program_id, in_use)  # a tool call starts (request done) or ends
 
-    def _log_tool(self, action: str, program_id: str, reason: str) -> None:
-        # Same table as the scheduler's decisions; "env_" actions never collide with its counts.
-        self._log(f"env_{action}", program_id, None, reason)
+    # -- the tool policy (through the shared applier) ------------------------------------
 
-    def _tool_ticker(self, interval_s: float):
+    def step(self) -> list[ToolDecision]:
+        return self.applier.step(self.cluster.snapshot())
+
+    def snapshot(self, cluster: ClusterView) -> ToolHostView:
+        return self.host.snapshot()
+
+    def prepare(self, program_id: str, ahead: bool) -> bool:
+        return self.host.prepare(program_id, ahead)
+
+    def reclaim(self, program_id: str, reason: str) -> bool:
+        return self.host.reclaim(program_id, reason)
+
+    def _log(self, action: str, program_id: str, reason: str) -> None:
+        self.cluster._log(action, program_id, None, reason)  # the scheduler's decisions table
+
+    def _ticker(self, interval_s: float):
         while True:
-            yield self.env.timeout(interval_s)
-            self.tool_step()
-            if self.tools.stuck and self.tools.stalled_at_s is None:
-                self.tools.stalled_at_s = self.tools.last_progress_s
+            yield self.cluster.env.timeout(interval_s)
+            self.step()
+            if self.host.stuck and self.host.stalled_at_s is None:
+                self.host.stalled_at_s = self.host.last_progress_s
                 if self.stop is not None:
                     self.stop()
 
@@ -144,31 +149,35 @@ class ToolAwareCluster(SimCluster):
 def build_tool_cluster(env: simpy.Environment, replicas: list[Replica], policy: Policy, tool_policy: str,
                        tool_options: dict[str, Any], host_config: ToolHostConfig,
                        on_program_end: Callable[[SimProgram], None] | None,
-                       done: simpy.Event) -> ToolAwareCluster:
-    """The cluster ``simulate`` runs when environments are modelled; ``done`` fires if the host
-    runs out of room for good."""
+                       done: simpy.Event) -> SimCluster:
+    """The cluster ``simulate`` runs when environments are modelled, with its ``SimTools``
+    attached; ``done`` fires if the host runs out of room for good."""
     def stop() -> None:
         if not done.triggered:
             done.succeed()
 
-    return ToolAwareCluster(env, replicas, policy, make_tool_policy(tool_policy, **tool_options), host_config,
-                            on_program_end=on_program_end, stop=stop)
+    cluster = SimCluster(env, replicas, policy, on_program_end=on_program_end)
+    tools = SimTools(cluster, make_tool_policy(tool_policy, **tool_options), host_config, stop=stop)
+    tools.attach()
+    return cluster
 
 
 def tool_tables(cluster: SimCluster) -> dict[str, list[dict[str, Any]]]:
     """``build_tables`` keyword arguments for the environment tables; {} when not modelled."""
-    if not isinstance(cluster, ToolAwareCluster):
+    tools = cluster.gate
+    if not isinstance(tools, SimTools):
         return {}
-    return {"environments": cluster.tools.environment_rows(), "tool_timeseries": list(cluster.tools.series)}
+    return {"environments": tools.host.environment_rows(), "tool_timeseries": list(tools.host.series)}
 
 
 def tool_context(cluster: SimCluster) -> dict[str, Any]:
     """Summary fields only the mechanism knows: when the host ran out of room, what was left."""
-    if not isinstance(cluster, ToolAwareCluster):
+    tools = cluster.gate
+    if not isinstance(tools, SimTools):
         return {}
-    return {"tool_host_stalled_at_s": cluster.tools.stalled_at_s, "programs_unfinished": len(cluster.programs),
-            "programs_waiting_env_at_end": cluster.tools.waiting_programs}
+    return {"tool_host_stalled_at_s": tools.host.stalled_at_s, "programs_unfinished": len(cluster.programs),
+            "programs_waiting_env_at_end": tools.host.waiting_programs}
 
 
-__all__ = ["ToolAwareCluster", "ToolHostConfig", "build_tool_cluster", "drawn_setup_s", "env_resources",
+__all__ = ["SimTools", "ToolHostConfig", "build_tool_cluster", "drawn_setup_s", "env_resources",
            "tool_context", "tool_tables"]

@@ -84,7 +84,6 @@ class ToolHost:
         self.disk_used = self.disk_pending = self.ports_used = self.ports_pending = 0
         self.closed_rows: list[dict[str, Any]] = []
         self.series: list[dict[str, Any]] = []
-        self.refused = 0
         self.last_progress_s = 0.0
         self.stalled_at_s: float | None = None
 

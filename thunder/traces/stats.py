@@ -156,7 +156,7 @@ def render_stats(stats: dict[str, Any]) -> str:
         f"total tool time: {stats['tool_s_total']:,.1f} s",
         "",
     ]
-    table = [("", *_COLUMNS)]
+    table: list[tuple[str, ...]] = [("", *_COLUMNS)]
     for key, label, kind in _ROWS:
         dist = stats.get(key)
         if dist is not None:

@@ -161,6 +161,10 @@ class DefaultThunderPolicy:
     name = "thunder"
     checks_before_dispatch = True  # read by the mechanisms: the step runs before route() (see module doc)
 
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
+
     def __init__(self, config: DefaultThunderConfig = DefaultThunderConfig()) -> None:
         self.config = config
         self.checks_before_dispatch = config.check_first

@@ -86,6 +86,11 @@ class ProgramAwarePolicy:
     """Pause/restore by the thrashing check, one global queue, best-fit placement."""
 
     name = "thunder-paper"
+    checks_before_dispatch = False  # the paper routes first, then checks
+
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
 
     def __init__(self, config: ThunderConfig = ThunderConfig()) -> None:
         self.config = config

@@ -8,6 +8,7 @@ the scheduler's order) can use them without importing the policy itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from thunder.core.options import option, require, require_choice
 from thunder.core.program import Phase, Program, ProgramId
@@ -56,6 +57,6 @@ def aged_order(program: Program) -> tuple[int, int, ProgramId]:
     return (restore_class(program), program.context_tokens, program.program_id)
 
 
-def restore_order(aged_before_s: float):  # type: ignore[no-untyped-def]
+def restore_order(aged_before_s: float) -> Callable[[Program], tuple[bool, int, int, ProgramId]]:
     """S_restore with the aging guard as a sort key: aged first, then Eq. 10, shortest, id."""
     return lambda p: (queued_since_s(p) > aged_before_s, restore_class(p), p.context_tokens, p.program_id)

@@ -23,7 +23,7 @@ from aiohttp import web
 from thunder.runtime.payload import PROGRAM_FIELD
 from thunder.runtime.proxy import error_response
 from thunder.runtime.sandboxes.provider import SandboxSpec
-from thunder.runtime.tool_cluster import ToolAwareLiveCluster
+from thunder.runtime.tool_cluster import LiveTools
 from thunder.runtime.sandboxes.state import SandboxState, describe_sandbox
 
 _MAX_WAIT_S = 3600.0
@@ -73,9 +73,10 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 
 class SandboxEndpoints:
-    def __init__(self, cluster: ToolAwareLiveCluster, default_quota_bytes: int) -> None:
-        self.cluster = cluster
-        self.tools = cluster.tools
+    def __init__(self, live_tools: LiveTools, default_quota_bytes: int) -> None:
+        self.live_tools = live_tools
+        self.cluster = live_tools.cluster
+        self.tools = live_tools.host
         self.default_quota_bytes = default_quota_bytes
 
     def routes(self) -> list[web.RouteDef]:
@@ -93,9 +94,9 @@ class SandboxEndpoints:
         if self.tools.closing:
             return error_response(503, "the proxy is shutting down", "shutting_down")
         sandbox = self.tools.declare(program_id, spec, self.cluster.clock(), needed=body.get("needed", True))
-        self.cluster.tool_step()  # the policy decides now, not at the next tick
+        self.live_tools.step()  # the policy decides now, not at the next tick
         if body.get("wait"):
-            await self.tools.wait_settled(program_id, self.cluster.tools.config.setup_timeout_s + 30)
+            await self.tools.wait_settled(program_id, self.tools.config.setup_timeout_s + 30)
         status = 500 if sandbox.state is SandboxState.FAILED else 201
         return web.json_response(describe_sandbox(sandbox), status=status)
 
@@ -120,7 +121,7 @@ class SandboxEndpoints:
         self.tools.touch(program_id, now_s)
         if not self.tools.need(program_id, now_s):
             return error_response(404, f"program {program_id!r} has no sandboxes", "not_found", PROGRAM_FIELD)
-        self.cluster.tool_step()
+        self.live_tools.step()
         settled = await self.tools.wait_settled(program_id, min(float(timeout_s), _MAX_WAIT_S))
         found = self.tools.describe(program_id) or {"program_id": program_id, "sandboxes": [], "attached": []}
         ready = settled and bool(found["sandboxes"]) and all(s["state"] == "ready" for s in found["sandboxes"])

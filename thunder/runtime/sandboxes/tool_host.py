@@ -32,8 +32,8 @@ from collections import deque
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from thunder.core.program import Phase, Program, ProgramId, Status
-from thunder.core.environments import EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision, ToolHostView
+from thunder.core.environments import EnvState, EnvView, ToolHostView, env_in_use
+from thunder.core.program import Program, ProgramId
 from thunder.runtime.sandboxes.state import (HOLDING, UNPREPARED, ProgramEnv, Sandbox, SandboxState, Teardown,
                                            ToolHostConfig, ToolHostStats, describe_sandbox, env_resources)
 from thunder.runtime.sandboxes.provider import Allocation, LocalSandboxProvider, NoFreePort, SandboxSpec, SetupFailed
@@ -125,9 +125,7 @@ class LiveToolHost:
             if not members:
                 continue
             program = programs.get(program_id)
-            # A tool runs from a response's end to the program's next request (ACTING).
-            in_use = (program is not None and program.phase is Phase.ACTING and program.steps_done > 0
-                      and not env.released)
+            in_use = env_in_use(program) and not env.released
             ready = [s.ready_s for s in members if s.ready_s is not None]
             last_used = max([*ready, last_seen_s.get(program_id, 0.0)]) if ready else None
             envs[program_id] = EnvView(
@@ -167,20 +165,22 @@ class LiveToolHost:
 
     # -- applying decisions -----------------------------------------------------------------
 
-    def apply(self, decision: ToolDecision, now_s: float, program: Program | None) -> str | None:
-        """Apply one decision; returns what was done ("prepare", "reclaim", "refuse") or None."""
-        env = self.programs.get(decision.program_id)
+    # Which decisions to apply, and which teardowns to refuse, is the shared applier's
+    # (``thunder.core.applier.ToolApplier``); these only carry them out.
+
+    def prepare(self, program_id: ProgramId, now_s: float) -> bool:
+        """Start preparing the program's unprepared sandboxes (or queue them); False if none."""
+        env = self.programs.get(program_id)
         if env is None or self.closing:
-            return None
-        if isinstance(decision, PrepareEnv):
-            return "prepare" if self._prepare(decision.program_id, env, now_s) else None
-        assert isinstance(decision, ReclaimEnv)
-        bound_reasoning = (program is not None and program.status is Status.ACTIVE
-                           and program.phase is Phase.REASONING)
-        in_use = program is not None and program.phase is Phase.ACTING and program.steps_done > 0
-        if not env.released and (in_use or bound_reasoning):
-            return "refuse"  # as in the simulator: never under a running step
-        return "reclaim" if self._reclaim(decision.program_id, env, now_s, decision.reason) else None
+            return False
+        return self._prepare(program_id, env, now_s)
+
+    def reclaim(self, program_id: ProgramId, now_s: float, reason: str) -> bool:
+        """Tear the program's sandboxes down (cancel pending ones); False if nothing was live."""
+        env = self.programs.get(program_id)
+        if env is None or self.closing:
+            return False
+        return self._reclaim(program_id, env, now_s, reason)
 
     def _prepare(self, program_id: ProgramId, env: ProgramEnv, now_s: float) -> bool:
         todo = [s for s in env.sandboxes if s.state in UNPREPARED]

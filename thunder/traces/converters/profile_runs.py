@@ -220,7 +220,8 @@ def _step(call: ProfileCall, stages: dict[tuple[str, int], list[Interval]],
     agent_s = 0.0
     if llm and tool:
         agent_s += max(0.0, tool[0][0] - llm[-1][1])
-    after = (packaging or tool or llm or [None])[-1]
+    last_stages = packaging or tool or llm
+    after = last_stages[-1] if last_stages else None
     following = stages.get(("llm_reasoning", step + 1))
     if after is not None and following:
         agent_s += max(0.0, following[0][0] - after[1])
