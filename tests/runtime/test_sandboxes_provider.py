@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sandbox_helpers import TREE, held_ports, kill_leftovers, processes_under
 
 from thunder.runtime.sandboxes.provider import LocalSandboxProvider, PortRegistry, SandboxSpec, port_is_free, process_tree
-from thunder.runtime.sandboxes.state import SandboxState, ToolHostConfig
+from thunder.runtime.sandboxes.state import SandboxState, SandboxHostConfig
 from thunder.runtime.sandboxes.tool_host import LiveToolHost
 
 PORTS = range(21000, 21040)
@@ -38,7 +38,7 @@ def provider(root: Path, grace_s: float = 1.0, **options) -> LocalSandboxProvide
 
 def host(root: Path, **options) -> LiveToolHost:
     loop = asyncio.get_running_loop()
-    return LiveToolHost(provider(root, **options.pop("provider", {})), loop.time, ToolHostConfig(**options))
+    return LiveToolHost(provider(root, **options.pop("provider", {})), loop.time, SandboxHostConfig(**options))
 
 
 async def ready(tools: LiveToolHost, program_id: str, timeout_s: float = 20.0) -> None:

@@ -33,7 +33,7 @@ from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.config import ServeConfig
 from thunder.runtime.records import LiveRecords
 from thunder.runtime.sandboxes.provider import LocalSandboxProvider, PortRegistry
-from thunder.runtime.sandboxes.state import ToolHostConfig
+from thunder.runtime.sandboxes.state import SandboxHostConfig
 from thunder.runtime.sandboxes.tool_host import LiveToolHost
 from thunder.runtime.state import BackendState, Ticket
 
@@ -108,7 +108,7 @@ def build_tool_host(config: ServeConfig, clock: Callable[[], float]) -> LiveTool
     root = Path(config.sandbox_root)
     root.mkdir(parents=True, exist_ok=True)
     provider = LocalSandboxProvider(root, PortRegistry(*config.sandbox_ports), config.sandbox_term_grace_s)
-    return LiveToolHost(provider, clock, ToolHostConfig(disk_capacity_bytes=config.disk_capacity_bytes,
+    return LiveToolHost(provider, clock, SandboxHostConfig(disk_capacity_bytes=config.disk_capacity_bytes,
                                                         setup_timeout_s=config.sandbox_setup_timeout_s))
 
 

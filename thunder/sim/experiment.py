@@ -20,7 +20,7 @@ from thunder.results.rollout import rollout_metrics
 from thunder.sim.step_time import EngineSpec
 from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, rollout_batch, simulate
-from thunder.sim.tool_host import ToolHostConfig
+from thunder.sim.tool_host import SimHostConfig
 from thunder.sim.tool_cluster import tool_context, tool_tables
 from thunder.traces import TraceProgram, load_trace
 
@@ -122,10 +122,10 @@ def bound_cell(cell: CellSpec) -> CellSpec:
     return replace(cell, policy="vllm", policy_options=(), unbounded_kv=True)
 
 
-def _tool_host(cell: CellSpec) -> ToolHostConfig:
+def _tool_host(cell: CellSpec) -> SimHostConfig:
     if cell.disk_capacity_gb is None:
-        return ToolHostConfig()
-    return ToolHostConfig(disk_capacity_bytes=int(cell.disk_capacity_gb * 1e9))
+        return SimHostConfig()
+    return SimHostConfig(disk_capacity_bytes=int(cell.disk_capacity_gb * 1e9))
 
 
 def _summary_only(cell: CellSpec) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from thunder.core.policy import Policy
 from thunder.sim.cluster import SimCluster, SimProgram, SimulationError
 from thunder.sim.engine import Replica
 from thunder.sim.step_time import EngineSpec
-from thunder.sim.tool_cluster import ToolHostConfig, build_tool_cluster
+from thunder.sim.tool_cluster import SimHostConfig, build_tool_cluster
 from thunder.traces import TraceProgram
 
 
@@ -37,7 +37,7 @@ class SimConfig:
     # Tool environments (thunder.sim.tool_cluster): None leaves them unmodelled, the behaviour before.
     tool_policy: str | None = None  # keep | on-demand | program-aware
     tool_options: tuple[tuple[str, Any], ...] = ()
-    tool_host: ToolHostConfig = ToolHostConfig()  # disk capacity, defaults for a trace without env
+    tool_host: SimHostConfig = SimHostConfig()  # disk capacity, defaults for a trace without env
     # Without tool environments: a program's worker first spends its trace's env.setup_s (the
     # sandbox it prepares) before the first call, holding its closed-loop slot meanwhile, as a
     # recorded batch did. False: programs start at once (the behaviour before).

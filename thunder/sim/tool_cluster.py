@@ -14,7 +14,7 @@ shared ``thunder.core.applier.ToolApplier``. What it adds:
   environment in use, or of a program bound to a backend and reasoning, is
   refused and counted (``thunder.core.environments.reclaim_refused``).
 * Environments come from the trace's ``env``; what it lacks is filled from
-  ``ToolHostConfig``: setup time drawn from the bundled Terminal-Bench
+  ``SimHostConfig``: setup time drawn from the bundled Terminal-Bench
   distribution (seeded by ``env_seed`` and the program id, so every policy
   sees the same draw), default disk and ports.
 * When the host is out of room for good (``ToolHost.stuck``), ``stop`` ends
@@ -37,7 +37,7 @@ from thunder.policies.registry import make_tool_policy
 from thunder.core.program import Status
 from thunder.sim.cluster import SimCluster, SimProgram
 from thunder.sim.engine import Replica
-from thunder.sim.tool_host import ToolHost, ToolHostConfig
+from thunder.sim.tool_host import ToolHost, SimHostConfig
 from thunder.traces.synth.setup_times import setup_time_distribution
 from thunder.traces import EnvSpec, TraceProgram
 
@@ -48,7 +48,8 @@ def drawn_setup_s(program_id: str, seed: int) -> float:
     return float(setup_time_distribution().sample(rng, 1)[0])
 
 
-def env_resources(trace: TraceProgram, config: ToolHostConfig) -> EnvResources:
+def trace_env_resources(trace: TraceProgram, config: SimHostConfig) -> EnvResources:
+    """The environment the trace describes, with what it lacks filled from the host's defaults."""
     spec = trace.env or EnvSpec()
     setup_s = spec.setup_s if spec.setup_s is not None else drawn_setup_s(trace.program_id, config.env_seed)
     return EnvResources(
@@ -65,7 +66,7 @@ class SimTools:
     before the scheduler's step (``before_control``), runs the tool policy after it
     (``after_control``) and on its own tick, and gates dispatches (``SimCluster.gate``)."""
 
-    def __init__(self, cluster: SimCluster, tool_policy: ToolPolicy, host_config: ToolHostConfig,
+    def __init__(self, cluster: SimCluster, tool_policy: ToolPolicy, host_config: SimHostConfig,
                  stop: Callable[[], None] | None = None) -> None:
         self.cluster = cluster
         self.host = ToolHost(cluster.env, host_config, on_change=self.step)
@@ -87,7 +88,7 @@ class SimTools:
         self.step()
 
     def arrive(self, program: SimProgram) -> None:
-        self.host.register(program.program_id, env_resources(program.trace, self.host_config))
+        self.host.register(program.program_id, trace_env_resources(program.trace, self.host_config))
 
     def admit(self, program: SimProgram, priority: float | None) -> bool:
         """True: dispatch now. False: held at the proxy until the environment is ready,
@@ -147,7 +148,7 @@ class SimTools:
 
 
 def build_tool_cluster(env: simpy.Environment, replicas: list[Replica], policy: Policy, tool_policy: str,
-                       tool_options: dict[str, Any], host_config: ToolHostConfig,
+                       tool_options: dict[str, Any], host_config: SimHostConfig,
                        on_program_end: Callable[[SimProgram], None] | None,
                        done: simpy.Event) -> SimCluster:
     """The cluster ``simulate`` runs when environments are modelled, with its ``SimTools``
@@ -179,5 +180,5 @@ def tool_context(cluster: SimCluster) -> dict[str, Any]:
             "programs_waiting_env_at_end": tools.host.waiting_programs}
 
 
-__all__ = ["SimTools", "ToolHostConfig", "build_tool_cluster", "drawn_setup_s", "env_resources",
+__all__ = ["SimTools", "SimHostConfig", "build_tool_cluster", "drawn_setup_s", "trace_env_resources",
            "tool_context", "tool_tables"]

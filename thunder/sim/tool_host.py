@@ -28,7 +28,7 @@ from thunder.core.environments import LIVE_STATES, EnvResources, EnvState, EnvVi
 
 
 @dataclass(frozen=True, slots=True)
-class ToolHostConfig:
+class SimHostConfig:
     """One tool host. Capacities of None are unlimited; ``default_*`` fill what a trace's ``env`` lacks."""
 
     disk_capacity_bytes: int | None = None
@@ -68,7 +68,7 @@ class _Instance:
 
 
 class ToolHost:
-    def __init__(self, env: simpy.Environment, config: ToolHostConfig,
+    def __init__(self, env: simpy.Environment, config: SimHostConfig,
                  on_change: Callable[[], object] = lambda: None) -> None:
         self.env = env
         self.config = config
@@ -265,4 +265,4 @@ class ToolHost:
         return rows
 
 
-__all__ = ["ToolHost", "ToolHostConfig"]
+__all__ = ["ToolHost", "SimHostConfig"]

@@ -26,7 +26,7 @@ UNPREPARED = (SandboxState.DECLARED, SandboxState.RECLAIMED)
 
 
 @dataclass(frozen=True, slots=True)
-class ToolHostConfig:
+class SandboxHostConfig:
     """Capacities of the live host. None: unlimited."""
 
     disk_capacity_bytes: int | None = None
@@ -100,7 +100,9 @@ def describe_sandbox(sandbox: Sandbox) -> dict[str, Any]:
             "instances": sandbox.prepared}
 
 
-def env_resources(members: list[Sandbox]) -> EnvResources:
+def sandboxes_resources(members: list[Sandbox]) -> EnvResources:
+    """A program's sandboxes as one environment in the policy's terms: quotas and ports add up,
+    setup takes as long as the slowest."""
     return EnvResources(disk_bytes=sum(s.spec.disk_quota_bytes for s in members), ports=len(members),
                         processes=sum(1 for s in members if s.spec.process_command),
                         setup_s=max(s.spec.expected_setup_s for s in members))

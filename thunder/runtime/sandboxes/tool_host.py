@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 from thunder.core.environments import EnvState, EnvView, ToolHostView, env_in_use
 from thunder.core.program import Program, ProgramId
 from thunder.runtime.sandboxes.state import (HOLDING, UNPREPARED, ProgramEnv, Sandbox, SandboxState, Teardown,
-                                           ToolHostConfig, ToolHostStats, describe_sandbox, env_resources)
+                                           SandboxHostConfig, ToolHostStats, describe_sandbox, sandboxes_resources)
 from thunder.runtime.sandboxes.provider import Allocation, LocalSandboxProvider, NoFreePort, SandboxSpec, SetupFailed
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 class LiveToolHost:
     def __init__(self, provider: LocalSandboxProvider, clock: Callable[[], float],
-                 config: ToolHostConfig = ToolHostConfig()) -> None:
+                 config: SandboxHostConfig = SandboxHostConfig()) -> None:
         self.provider = provider
         self.clock = clock  # the cluster's clock, so times in views compare with its own
         self.config = config
@@ -129,7 +129,7 @@ class LiveToolHost:
             ready = [s.ready_s for s in members if s.ready_s is not None]
             last_used = max([*ready, last_seen_s.get(program_id, 0.0)]) if ready else None
             envs[program_id] = EnvView(
-                program_id, self._env_state(env), env_resources(members), released=env.released,
+                program_id, self._env_state(env), sandboxes_resources(members), released=env.released,
                 needed_since_s=env.needed_since_s, in_use=in_use, last_used_s=last_used,
                 state_since_s=env.state_since_s)
         return ToolHostView(now_s=now_s, disk_capacity_bytes=self.config.disk_capacity_bytes,
