@@ -199,9 +199,11 @@ class ReferenceThunderPolicy:
     """Pause/restore by the thrashing check, one global queue, best-fit placement."""
 
     name = "thunder-reference"
+    checks_before_dispatch = False
 
     def __init__(self, config: ThunderConfig = ThunderConfig()) -> None:
         self.config = config
+        self.interval_s = config.interval_s
         # "restore-only" decay: the thrashing check counts acting programs in full
         self._check_decay_base = 1.0 if config.decay_when == "restore-only" else config.decay_base
 
