@@ -53,9 +53,22 @@ class ProgramState(Protocol):
 
     program_id: ProgramId
     last_backend: BackendId | None
+    started_s: float | None
     pauses: int
     restores: int
     migrations: int
+    queue_s: float
+
+
+def note_dispatch(program: ProgramState, backend: BackendId, ready_s: float, now_s: float) -> float:
+    """A program's request leaves the proxy for ``backend``: the bookkeeping both worlds
+    keep (seconds it waited there, where it last ran, when it first ran). Returns the wait."""
+    waited = now_s - ready_s
+    program.queue_s += waited
+    program.last_backend = backend
+    if program.started_s is None:
+        program.started_s = now_s
+    return waited
 
 
 ControlHook = Callable[[Trigger], None]

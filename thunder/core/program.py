@@ -22,7 +22,6 @@ class Phase(Enum):
 class Status(Enum):
     ACTIVE = "active"  # bound to a backend; its requests are dispatched there
     PAUSED = "paused"  # in the global waiting queue; no backend; requests are held
-    TERMINATED = "terminated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +52,6 @@ class Program:
     tool: str | None = None
     shared_prefix_id: str | None = None
     shared_prefix_tokens: int = 0
-    tool_envs: tuple[str, ...] = ()
     pinned_until_s: float | None = None
     paused_since_s: float | None = None
     # What the mechanism knows of the request in flight or ready: the client's

@@ -50,10 +50,6 @@ class ClusterView:
     backends: tuple[BackendView, ...]
     programs: Mapping[ProgramId, Program] = field(default_factory=dict)
 
-    def on_backend(self, backend: BackendId) -> list[Program]:
-        return [p for p in self.programs.values()
-                if p.backend == backend and p.status is Status.ACTIVE]
-
     def queued(self) -> list[Program]:
         """The global waiting queue: every PAUSED program, in no particular order."""
         return [p for p in self.programs.values() if p.status is Status.PAUSED]

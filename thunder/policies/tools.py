@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from thunder.core.view import ClusterView
 from thunder.core.options import option, require

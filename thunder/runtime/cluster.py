@@ -28,7 +28,7 @@ import logging
 from types import MappingProxyType
 from typing import Any, Callable, Protocol, Sequence
 
-from thunder.core.applier import ControlHook, DecisionApplier
+from thunder.core.applier import ControlHook, DecisionApplier, note_dispatch
 from thunder.core.view import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.core.policy import Policy
 from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
@@ -398,12 +398,9 @@ class LiveCluster(DecisionApplier):
         self._running_tokens[backend] += ticket.tokens
         self._running_requests[backend] += 1
         program.in_flight += 1
-        program.queue_s += now - ticket.ready_s
-        program.last_backend = backend
-        if program.started_s is None:
-            program.started_s = now
+        waited = note_dispatch(program, backend, ticket.ready_s, now)
         self._update(program.program_id, waiting=bool(program.held))
-        self.records.queue_wait.observe(now - ticket.ready_s)
+        self.records.queue_wait.observe(waited)
         self.on_dispatch(ticket)
 
     def _undispatch(self, ticket: Ticket) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 
 import simpy
 
-from thunder.core.applier import ControlHook, DecisionApplier
+from thunder.core.applier import ControlHook, DecisionApplier, note_dispatch
 from thunder.core.view import TICK, ClusterView, Dispatch, Trigger, TriggerKind
 from thunder.core.policy import Policy
 from thunder.core.program import Phase, Program, Status
@@ -234,11 +234,8 @@ class SimCluster(DecisionApplier):
                                                             step.prompt_tokens),
             priority=priority if priority is not None else 0.0,
             on_done=partial(self._on_request_done, program))
-        program.queue_s += now - program.ready_s
+        note_dispatch(program, backend, program.ready_s, now)
         program.held = False
-        program.last_backend = backend
-        if program.started_s is None:
-            program.started_s = now
         self._update(program.program_id, waiting=False)
         replica.submit(request)
 

@@ -186,7 +186,7 @@ class Replica:
         self.counters.busy_s += duration
         finished: list[Request] = []
         if plan.explicit is None:
-            self.decoders.advance(1, plan.decode_blocks)
+            self.decoders.advance(1)
             finished.extend(self.decoders.pop_finished())
         for request, tokens in entries:
             if self._advance(request, tokens):
@@ -296,7 +296,7 @@ class Replica:
         self.counters.busy_s += float(ends[done - 1]) - start
         allocated = cache.allocate(grown, self.env.now)
         assert allocated, "the jump was sized to the free blocks"
-        decoders.advance(done, plan.decode_blocks + grown)
+        decoders.advance(done)
         for request in decoders.pop_finished():
             if request.first_token_s is None:
                 request.first_token_s = self.env.now

@@ -176,7 +176,7 @@ def build_profile(measured: Measurements, max_num_batched_tokens: int, max_num_s
                   + (f"; {engines} identical engines measured at the same time" if engines > 1 else ""),
         "kv": f"vllm:cache_config_info: {facts.num_blocks} blocks x {facts.block_size} tokens = "
               f"{facts.capacity_tokens} tokens",
-        "step_time": f"thunder calibrate: non-negative least squares over "
+        "step_time": "thunder calibrate: non-negative least squares over "
                      + (f"{fit.rows} probes' mean engine time per request (vLLM's queue + inference histograms)"
                         if from_engine else f"{fit.rows} request latencies")
                      + f" ({len(measured.runs)} probe runs), R^2 {fit.r2:.3f}, median |relative error| "

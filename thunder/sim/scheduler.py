@@ -100,7 +100,6 @@ class StepScheduler:
         cache.allocate(need, self.env.now)
         for request, tokens in plan.prefill:
             request.program_blocks_held = request.blocks_for(request.computed + tokens, self.block_size)
-        plan.decode_blocks = len(decoders.needing_block())
         self._budget_left = budget - len(decoders) - used
         return plan
 
@@ -154,7 +153,6 @@ class StepScheduler:
         plan.prefill = [(request, tokens) for request, tokens in plan.prefill if request in self.running]
         for request, tokens in plan.prefill:
             request.program_blocks_held = request.blocks_for(request.computed + tokens, block_size)
-        plan.decode_blocks = len(decoders.needing_block())
         self.counters.lazy_preemption_steps += 1
         return plan
 

@@ -20,9 +20,7 @@ KV capacity follows from memory left after weights.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

@@ -489,11 +489,6 @@ def _queued_since(program: Program) -> float:
     return program.paused_since_s if program.paused_since_s is not None else program.arrived_s
 
 
-def _ready(program: Program) -> bool:
-    """A returning program whose next request is ready (not a new one)."""
-    return program.waiting and not program.is_new
-
-
 def _restore_class(program: Program) -> int:
     """0 ready reasoning, 1 new, 2 acting (the public code's three groups)."""
     if program.is_new:

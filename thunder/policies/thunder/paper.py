@@ -69,7 +69,6 @@ decisions are the same as walking every program on every call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 from thunder.core.view import ClusterView, Decision, Pause, Restore, Route, Trigger, TriggerKind
@@ -77,8 +76,7 @@ from thunder.policies.thunder.certify import Uncertain
 from thunder.policies.thunder.demand import decay_weight
 from thunder.policies.thunder.placement import BackendStep, RestoreTargets, route_bound
 from thunder.policies.thunder.index import ThunderIndex, queued_since_s
-from thunder.policies.thunder.paper_rules import (DECAY_WHEN, PLACEMENTS, ThunderConfig, aged_order, pause_order,
-                                                  restore_class, restore_order)
+from thunder.policies.thunder.paper_rules import ThunderConfig, aged_order, pause_order, restore_order
 from thunder.policies.thunder.steps import IndexedStep, ViewStep
 from thunder.core.program import Phase, Program, ProgramId
 
