@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import fidelity  # noqa: E402
 from thunder.results.tables import build_tables, summarize  # noqa: E402
 from thunder.runtime.engines.cpu_affinity import process_group  # noqa: E402
-from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig  # noqa: E402
+from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

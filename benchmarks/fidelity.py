@@ -55,12 +55,12 @@ sys.path.insert(0, str(ROOT))
 
 from thunder.core.probes import default_probes  # noqa: E402
 from thunder.results.tables import build_tables, summarize  # noqa: E402
-from thunder.runtime.engines.measure import CalibrateConfig, measure_together  # noqa: E402
-from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.runtime.engines.launcher import (REPO_ROOT, VllmServer, VllmServerConfig, default_vllm_venv,  # noqa: E402
                                          free_port, http_ok)
-from thunder.sim.fit_profile import build_profile  # noqa: E402
+from thunder.runtime.engines.measure import CalibrateConfig, measure_together  # noqa: E402
+from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.sim.experiment import CellSpec, run_cell  # noqa: E402
+from thunder.sim.fit_profile import build_profile  # noqa: E402
 from thunder.traces import TraceProgram, load_trace, write_trace  # noqa: E402
 from thunder.traces.scale import scale_trace  # noqa: E402
 

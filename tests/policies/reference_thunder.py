@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Pause, Restore, Route, Trigger, TriggerKind
 from thunder.policies.thunder.paper import ThunderConfig
-from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 
 # ---- policies/thunder/demand.py ----------------------------------------------------------------
 

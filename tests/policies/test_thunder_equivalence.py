@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_thunder import ReferenceThunderPolicy
 
+from thunder.core.program import Phase, Program, Status
 from thunder.core.view import (TICK, BackendView, ClusterView, Dispatch, Pause, Restore, Trigger,
                              TriggerKind)
 from thunder.policies.thunder.paper import ProgramAwarePolicy, ThunderConfig
-from thunder.core.program import Phase, Program, Status
 
 watermarks = st.sampled_from([(1.0, 1.0), (0.9, 0.9), (0.8, 1.0), (0.5, 0.9)])
 configs = st.builds(

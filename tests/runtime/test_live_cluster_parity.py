@@ -18,8 +18,8 @@ import pytest
 from thunder.policies.registry import make_policy
 from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import BackendState, Usage
-from thunder.sim.step_time import EngineSpec, StepTimeModel
 from thunder.sim.run import SimConfig, simulate
+from thunder.sim.step_time import EngineSpec, StepTimeModel
 from thunder.traces import TraceProgram, TraceStep
 
 INTERVAL_S = 0.37  # no tick coincides with a request event

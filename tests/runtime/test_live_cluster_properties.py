@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thunder.policies.registry import make_policy
 from thunder.core.program import Status
+from thunder.policies.registry import make_policy
 from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import BackendState, TicketState, Usage
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from aiohttp import web
 
 from thunder.runtime.config import ServeConfig
-from thunder.runtime.payload import find_usage
 from thunder.runtime.engines.prometheus import parse_text
 from thunder.runtime.engines.sglang import (BACKEND_CLIENTS, SglangBackendClient, capacity_from_server_info,
                                             page_size_from_server_info, stats_from)
+from thunder.runtime.payload import find_usage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sglang"
 

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_live_cluster_properties import PROGRAMS, check
 
-from thunder.policies.registry import make_policy
 from thunder.core.program import Status
+from thunder.policies.registry import make_policy
 from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.engines.prometheus import parse_text, total
 from thunder.runtime.state import BackendState, TicketState, Usage

@@ -13,9 +13,9 @@ import pytest
 from thunder.core.probes import (COEFFICIENTS, STEP_FEATURES, LoadProbe, Measurements, PrefixCacheCheck, Probe,
                                  ProbeRun, ServerFacts, default_probes, fit_linear, nnls)
 from thunder.sim.fit_profile import build_profile, fit_engine_spec, probe_features
-from thunder.sim.step_time import EngineSpec, StepTimeModel, profile_from_dict, profile_to_dict
 from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, simulate
+from thunder.sim.step_time import EngineSpec, StepTimeModel, profile_from_dict, profile_to_dict
 from thunder.traces import TraceProgram, TraceStep
 
 TRUE = {"overhead_s": 2.0e-3, "per_prefill_token_s": 8.0e-6, "per_decode_seq_s": 7.0e-5,

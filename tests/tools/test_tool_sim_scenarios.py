@@ -7,10 +7,10 @@ import pytest
 from tool_builders import GB, engine, first_dispatch, growing, run, with_env
 
 from thunder.sim.run import SimConfig
-from thunder.sim.tool_host import SimHostConfig
 from thunder.sim.tool_cluster import drawn_setup_s
-from thunder.traces.synth.setup_times import setup_time_distribution
+from thunder.sim.tool_host import SimHostConfig
 from thunder.traces import TraceProgram
+from thunder.traces.synth.setup_times import setup_time_distribution
 
 # Six one-turn programs, 10 GB each, two at a time: at most two environments are ever needed.
 SIX = [with_env(f"p{i}", [100, 200], setup_s=1.0, disk_gb=10) for i in range(6)]

@@ -23,8 +23,8 @@ from typing import Any, Callable, Protocol
 from thunder.core.environments import (PrepareEnv, ReclaimEnv, ToolDecision, ToolHostView,
                                        reclaim_refused)
 from thunder.core.policy import Policy, ToolPolicy
-from thunder.core.view import ClusterView, Decision, Pause, Pin, Restore, Trigger
 from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
+from thunder.core.view import ClusterView, Decision, Pause, Pin, Restore, Trigger
 
 
 _PROGRAM_FIELDS = tuple(f.name for f in dataclasses.fields(Program))

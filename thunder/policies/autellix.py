@@ -30,10 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Route, Trigger, TriggerKind
-from thunder.policies.gateway import least_loaded_by_requests, load
 from thunder.core.options import option, require
 from thunder.core.program import BackendId, Program, ProgramId
+from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Route, Trigger, TriggerKind
+from thunder.policies.gateway import least_loaded_by_requests, load
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,10 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Pin, Route, Trigger, TriggerKind
 from thunder.core.options import option, require
-from thunder.policies.routing import sticky
 from thunder.core.program import Phase, Program, ProgramId
+from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Pin, Route, Trigger, TriggerKind
+from thunder.policies.routing import sticky
 
 
 @dataclass(frozen=True, slots=True)

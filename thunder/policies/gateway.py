@@ -48,9 +48,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-from thunder.core.view import BackendView, ClusterView, Decision, Dispatch, Hold, Route, Trigger
 from thunder.core.options import option, require
 from thunder.core.program import BackendId, Program, ProgramId
+from thunder.core.view import BackendView, ClusterView, Decision, Dispatch, Hold, Route, Trigger
 
 CHARS_PER_TOKEN = 4  # to state the gateway's character limit in tokens
 

@@ -34,13 +34,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from thunder.core.view import ClusterView
-from thunder.core.options import option, require
-from thunder.policies.thunder.index import queued_since_s
-from thunder.policies.thunder.paper_rules import restore_class
-from thunder.core.program import Phase, Program, ProgramId, Status
 from thunder.core.environments import (HOLDING_STATES, EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision,
                                ToolHostView)
+from thunder.core.options import option, require
+from thunder.core.program import Phase, Program, ProgramId, Status
+from thunder.core.view import ClusterView
+from thunder.policies.thunder.index import queued_since_s
+from thunder.policies.thunder.paper_rules import restore_class
 
 _UNPREPARED = (EnvState.NONE, EnvState.RECLAIMED)
 _IN_FLIGHT = (EnvState.PENDING, EnvState.PREPARING)

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Route, Trigger
 from thunder.core.options import option, require_choice
-from thunder.policies.routing import least_loaded, sticky
 from thunder.core.program import BackendId, Program
+from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Route, Trigger
+from thunder.policies.routing import least_loaded, sticky
 
 ROUTING_RULES = ("sticky", "least-loaded", "round-robin")
 

@@ -29,10 +29,10 @@ from types import MappingProxyType
 from typing import Any, Callable, Protocol, Sequence
 
 from thunder.core.applier import ControlHook, DecisionApplier, note_dispatch
-from thunder.core.view import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.core.policy import Policy
 from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 from thunder.core.records import program_row
+from thunder.core.view import TICK, BackendView, ClusterView, Decision, Dispatch, Trigger, TriggerKind
 from thunder.runtime.records import LiveRecords, step_row
 from thunder.runtime.state import (NO_BACKEND, RELEASED, BackendState, DispatchHold, LiveProgram, Ticket,
                                    TicketState, Usage)

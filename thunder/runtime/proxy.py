@@ -29,8 +29,8 @@ from aiohttp import web
 
 from thunder.core.program import BackendId
 from thunder.runtime.admission import Admission, HoldTimeout, Rejected, program_cap_refusal
-from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.cluster import LiveCluster
+from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.payload import PROGRAM_FIELD, BadRequest, PreparedRequest, Tail, find_usage, prepare
 from thunder.runtime.records import Histogram
 from thunder.runtime.state import RELEASED, SHUTTING_DOWN, Ticket

@@ -26,13 +26,13 @@ from aiohttp import web
 
 from thunder.core.policy import Policy
 from thunder.core.policy import ToolPolicy
+from thunder.core.records import TABLES
 from thunder.runtime.admin import Admin
 from thunder.runtime.admission import Admission
-from thunder.runtime.engines.vllm import BackendClient
-from thunder.runtime.engines.sglang import BACKEND_CLIENTS
 from thunder.runtime.config import ServeConfig
+from thunder.runtime.engines.sglang import BACKEND_CLIENTS
+from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.proxy import Proxy
-from thunder.core.records import TABLES
 from thunder.runtime.records import LiveRecords
 from thunder.runtime.sandboxes.api import SandboxEndpoints, disabled_routes
 from thunder.runtime.state import SHUTTING_DOWN

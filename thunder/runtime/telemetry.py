@@ -18,8 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from thunder.core.program import Phase, Program, Status
-from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.cluster import LiveCluster
+from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.records import Histogram
 from thunder.runtime.sandboxes.state import ToolHostStats
 

@@ -16,10 +16,10 @@ from typing import Any, Callable, Protocol
 import simpy
 
 from thunder.core.applier import ControlHook, DecisionApplier, note_dispatch
-from thunder.core.view import TICK, ClusterView, Dispatch, Trigger, TriggerKind
 from thunder.core.policy import Policy
 from thunder.core.program import Phase, Program, Status
 from thunder.core.records import DecisionRow, program_row, step_row
+from thunder.core.view import TICK, ClusterView, Dispatch, Trigger, TriggerKind
 from thunder.sim.engine import Replica, Request
 from thunder.traces import TraceProgram
 

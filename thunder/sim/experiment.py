@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache, partial
 from typing import Any, Callable, Iterable
 
-from thunder.results.fairness import fairness_metrics
-from thunder.results.tables import RunTables, build_tables, summarize
 from thunder.policies.registry import make_policy
+from thunder.results.fairness import fairness_metrics
 from thunder.results.rollout import rollout_metrics
-from thunder.sim.step_time import EngineSpec
+from thunder.results.tables import RunTables, build_tables, summarize
 from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, rollout_batch, simulate
-from thunder.sim.tool_host import SimHostConfig
+from thunder.sim.step_time import EngineSpec
 from thunder.sim.tool_cluster import tool_context, tool_tables
+from thunder.sim.tool_host import SimHostConfig
 from thunder.traces import TraceProgram, load_trace
 
 

@@ -20,8 +20,8 @@ import simpy
 from thunder.core.probes import (STEP_FEATURES, LinearFit, LoadProbe, Measurements, Probe, ProbeRun, fit_linear,
                                 predict, run_summary)
 from thunder.sim.engine import Replica
-from thunder.sim.step_time import EngineSpec, StepTimeModel, profile_to_dict
 from thunder.sim.request import Request
+from thunder.sim.step_time import EngineSpec, StepTimeModel, profile_to_dict
 
 
 class _FeatureClock:

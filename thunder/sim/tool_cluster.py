@@ -31,15 +31,15 @@ import simpy
 
 from thunder.core.applier import ToolApplier
 from thunder.core.environments import EnvResources, ToolDecision, ToolHostView, env_in_use
-from thunder.core.view import ClusterView, Trigger, TriggerKind
 from thunder.core.policy import Policy, ToolPolicy
-from thunder.policies.registry import make_tool_policy
 from thunder.core.program import Status
+from thunder.core.view import ClusterView, Trigger, TriggerKind
+from thunder.policies.registry import make_tool_policy
 from thunder.sim.cluster import SimCluster, SimProgram
 from thunder.sim.engine import Replica
 from thunder.sim.tool_host import ToolHost, SimHostConfig
-from thunder.traces.synth.setup_times import setup_time_distribution
 from thunder.traces import EnvSpec, TraceProgram
+from thunder.traces.synth.setup_times import setup_time_distribution
 
 
 def drawn_setup_s(program_id: str, seed: int) -> float:

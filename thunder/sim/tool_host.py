@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import simpy
 
-from thunder.core.program import ProgramId
 from thunder.core.environments import LIVE_STATES, EnvResources, EnvState, EnvView, ToolHostView
+from thunder.core.program import ProgramId
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,12 +55,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from thunder.core.options import option, require, require_choice
+from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 from thunder.core.view import ClusterView, Decision, Pause, Restore, Route, Trigger, TriggerKind
 from thunder.policies.thunder.estimates import OutputLengths, ToolDurations
 from thunder.policies.thunder.pause_set import PAUSE_RULES, Candidate, choose_pauses
 from thunder.policies.thunder.placement import route_bound
-from thunder.core.options import option, require, require_choice
-from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 
 
 

@@ -21,8 +21,8 @@ or removal widens it (``policies.certify``).
 
 from __future__ import annotations
 
-from thunder.policies.thunder.certify import ROUNDING
 from thunder.core.program import Phase, Program
+from thunder.policies.thunder.certify import ROUNDING
 
 
 def decay_weight(program: Program, now_s: float, decay_base: float) -> float:

@@ -31,11 +31,11 @@ from bisect import bisect_right, insort
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
+from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 from thunder.core.view import BackendView
 from thunder.policies.thunder.demand import split_tokens
 from thunder.policies.thunder.running_demand import RunningDemand
 from thunder.policies.thunder.running_demand import HORIZON_BITS
-from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 
 _first = itemgetter(0)
 

@@ -71,14 +71,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from thunder.core.program import Phase, Program, ProgramId
 from thunder.core.view import ClusterView, Decision, Pause, Restore, Route, Trigger, TriggerKind
 from thunder.policies.thunder.certify import Uncertain
 from thunder.policies.thunder.demand import decay_weight
-from thunder.policies.thunder.placement import BackendStep, RestoreTargets, route_bound
 from thunder.policies.thunder.index import ThunderIndex, queued_since_s
 from thunder.policies.thunder.paper_rules import ThunderConfig, aged_order, pause_order, restore_order
+from thunder.policies.thunder.placement import BackendStep, RestoreTargets, route_bound
 from thunder.policies.thunder.steps import IndexedStep, ViewStep
-from thunder.core.program import Phase, Program, ProgramId
 
 class ProgramAwarePolicy:
     """Pause/restore by the thrashing check, one global queue, best-fit placement."""

@@ -19,10 +19,10 @@ cannot tell which way the exact demands would compare.
 
 from __future__ import annotations
 
+from thunder.core.program import BackendId, Program, Status
+from thunder.core.view import ClusterView, Dispatch, Hold, Route
 from thunder.policies.thunder.certify import compare, rounded
 from thunder.policies.thunder.demand import BackendDemand, split_tokens
-from thunder.core.view import ClusterView, Dispatch, Hold, Route
-from thunder.core.program import BackendId, Program, Status
 
 # Demand sums weighted floats; ignore sub-token rounding so that removing and
 # re-adding a program never turns "exactly at the limit" into "over it".

@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from thunder.core.program import BackendId, Program, ProgramId, Status
 from thunder.core.view import ClusterView
 from thunder.policies.thunder.certify import ROUNDING, Uncertain, compare
 from thunder.policies.thunder.demand import BackendDemand, decay_weight
-from thunder.policies.thunder.placement import SLACK_TOKENS, BackendStep, RestoreTargets
 from thunder.policies.thunder.index import Slot, ThunderIndex, queued_since_s
-from thunder.core.program import BackendId, Program, ProgramId, Status
+from thunder.policies.thunder.placement import SLACK_TOKENS, BackendStep, RestoreTargets
 
 if TYPE_CHECKING:
     from thunder.policies.thunder.paper_rules import ThunderConfig

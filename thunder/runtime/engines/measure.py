@@ -29,8 +29,8 @@ import aiohttp
 import numpy as np
 
 from thunder.core.probes import LoadProbe, Measurements, PrefixCacheCheck, Probe, ProbeRun, ServerFacts
-from thunder.runtime.engines.vllm import capacity_from
 from thunder.runtime.engines.prometheus import first, parse_text, total
+from thunder.runtime.engines.vllm import capacity_from
 
 
 class CalibrationError(RuntimeError):

@@ -43,9 +43,9 @@ from typing import Any, Mapping
 
 import aiohttp
 
-from thunder.runtime.engines.vllm import BackendClient, EngineStats
 from thunder.runtime.config import ServeConfig
 from thunder.runtime.engines.prometheus import Sample, parse_text, total
+from thunder.runtime.engines.vllm import BackendClient, EngineStats
 from thunder.runtime.state import BackendState
 
 

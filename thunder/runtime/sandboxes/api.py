@@ -23,8 +23,8 @@ from aiohttp import web
 from thunder.runtime.payload import PROGRAM_FIELD
 from thunder.runtime.proxy import error_response
 from thunder.runtime.sandboxes.provider import SandboxSpec
-from thunder.runtime.tool_cluster import LiveTools
 from thunder.runtime.sandboxes.state import SandboxState, describe_sandbox
+from thunder.runtime.tool_cluster import LiveTools
 
 _MAX_WAIT_S = 3600.0
 

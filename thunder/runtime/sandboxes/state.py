@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from thunder.core.program import ProgramId
 from thunder.core.environments import EnvResources
+from thunder.core.program import ProgramId
 from thunder.runtime.sandboxes.provider import Allocation, SandboxSpec
 
 

@@ -34,9 +34,9 @@ from typing import Any, Callable, Mapping
 
 from thunder.core.environments import EnvState, EnvView, ToolHostView, env_in_use
 from thunder.core.program import Program, ProgramId
+from thunder.runtime.sandboxes.provider import Allocation, LocalSandboxProvider, NoFreePort, SandboxSpec, SetupFailed
 from thunder.runtime.sandboxes.state import (HOLDING, UNPREPARED, ProgramEnv, Sandbox, SandboxState, Teardown,
                                            SandboxHostConfig, ToolHostStats, describe_sandbox, sandboxes_resources)
-from thunder.runtime.sandboxes.provider import Allocation, LocalSandboxProvider, NoFreePort, SandboxSpec, SetupFailed
 
 log = logging.getLogger(__name__)
 

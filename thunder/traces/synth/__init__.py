@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from thunder.traces.format import TraceHeader, TraceProgram
 from thunder.traces.synth import coding, routing, science
 from thunder.traces.synth.build import cap_context, iter_built
 from thunder.traces.synth.distributions import Choice, LogNormal, Quantiles
 from thunder.traces.synth.setup_times import setup_time_distribution
 from thunder.traces.synth.workload import Drawn
-from thunder.traces.format import TraceHeader, TraceProgram
 
 __all__ = ["WORKLOADS", "Workload", "synthesize", "setup_time_distribution",
            "LogNormal", "Quantiles", "Choice"]

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from thunder.traces.synth.workload import NO_TOOL, Drawn
 from thunder.traces.format import EnvSpec, TraceProgram, TraceStep
+from thunder.traces.synth.workload import NO_TOOL, Drawn
 
 
 def step_prompts(drawn: Drawn) -> np.ndarray:
