@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from thunder.core.probes import LoadProbe, Measurements, PrefixCacheCheck, Probe, ProbeRun, ServerFacts
-from thunder.runtime import calibrate
+from thunder.runtime.engines import measure as calibrate
 from thunder.runtime.engines.measure import CalibrateConfig, CalibrationError, measure_together
 
 PROBE = Probe("decode-4x32", 4, 32, 64)

@@ -27,7 +27,7 @@ from typing import Self
 
 from thunder.runtime.engines.cpu_affinity import place_engine_core
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # thunder/runtime/engines/launcher.py
 VENV_ENV_VAR = "THUNDER_VLLM_VENV"
 DEFAULT_KV_CACHE_BYTES = 16 * 2**20  # 16k tokens of the tiny model: small enough to thrash
 
