@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fidelity  # noqa: E402
-from thunder.metrics import build_tables, summarize  # noqa: E402
-from thunder.runtime.cpu_affinity import process_group  # noqa: E402
+from thunder.results.tables import build_tables, summarize  # noqa: E402
+from thunder.runtime.engines.cpu_affinity import process_group  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

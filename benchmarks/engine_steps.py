@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -47,11 +46,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fidelity  # noqa: E402
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
-from thunder.calibration import nnls  # noqa: E402
+from thunder.core.probes import nnls  # noqa: E402
 from thunder.policies.registry import make_policy  # noqa: E402
-from thunder.sim.hardware import StepTimeModel, load_engine_spec  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig  # noqa: E402
+from thunder.sim.presets import load_engine_spec  # noqa: E402
 from thunder.sim.run import SimConfig, simulate  # noqa: E402
+from thunder.sim.step_time import StepTimeModel  # noqa: E402
 
 LAUNCHER = ROOT / "benchmarks" / "vllm_step_trace.py"
 TERMS = ("overhead_s", "per_prefill_token_s", "per_decode_seq_s", "per_context_token_s", "per_prefill_pair_s",

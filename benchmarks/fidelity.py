@@ -53,16 +53,16 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from thunder.calibration import default_probes  # noqa: E402
-from thunder.metrics import build_tables, summarize  # noqa: E402
-from thunder.runtime.calibrate import CalibrateConfig, measure_together  # noqa: E402
-from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
-from thunder.runtime.vllm_server import (REPO_ROOT, VllmServer, VllmServerConfig, default_vllm_venv,  # noqa: E402
+from thunder.core.probes import default_probes  # noqa: E402
+from thunder.results.tables import build_tables, summarize  # noqa: E402
+from thunder.runtime.engines.launcher import (REPO_ROOT, VllmServer, VllmServerConfig, default_vllm_venv,  # noqa: E402
                                          free_port, http_ok)
-from thunder.sim.calibration import build_profile  # noqa: E402
+from thunder.runtime.engines.measure import CalibrateConfig, measure_together  # noqa: E402
+from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
 from thunder.sim.experiment import CellSpec, run_cell  # noqa: E402
-from thunder.trace import TraceProgram, load_trace, write_trace  # noqa: E402
-from thunder.trace_scale import scale_trace  # noqa: E402
+from thunder.sim.fit_profile import build_profile  # noqa: E402
+from thunder.traces import TraceProgram, load_trace, write_trace  # noqa: E402
+from thunder.traces.scale import scale_trace  # noqa: E402
 
 METRICS = ("steps_per_min", "steady_steps_per_min", "kv_hit_rate", "mean_step_latency_s", "p95_step_latency_s",
            "pauses")

@@ -8,8 +8,8 @@ Usage::
 (deepseek-chat, SWE-bench test instances 1-100), one ``<id>/<id>.traj.json``
 per run. The script prints, for every distribution the generator draws from,
 the sample size, the mean, a lognormal fit (median and sigma of the logs) and
-an empirical quantile table at ``thunder.synth.coding.QUANTILE_PROBS``. The
-tables are what ``thunder/synth/coding.py`` hard-codes; the lognormal fits are
+an empirical quantile table at ``thunder.traces.synth.coding.QUANTILE_PROBS``. The
+tables are what ``thunder/traces/synth/coding.py`` hard-codes; the lognormal fits are
 printed to show why tables were chosen (they miss the bimodal context growth).
 
 What is measured (one step = one assistant message):
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thunder.synth.coding import QUANTILE_PROBS
+from thunder.traces.synth.coding import QUANTILE_PROBS
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ preparation a program waits for. Trials without both timestamps are skipped.
 
 The script prints the sample size and summary quantiles, per submission and
 pooled, and writes the pooled 101-quantile table (p0, p1, ..., p100) that
-``thunder.synth.setup_time_distribution()`` samples from.
+``thunder.traces.synth.setup_time_distribution()`` samples from.
 """
 
 from __future__ import annotations

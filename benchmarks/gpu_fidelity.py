@@ -49,17 +49,18 @@ from typing import Any, Sequence, cast
 
 import numpy as np
 
-from thunder.calibration import nnls
-from thunder.converters import ConvertOptions
-from thunder.converters.profile_runs import ProfileRun
-from thunder.converters.report import ReportBuilder
-from thunder.converters.swe_agent_profile import convert, read_runs
+from thunder.core.probes import nnls
 from thunder.policies.registry import make_policy
-from thunder.sim.calibration import _FeatureClock  # the feature-recording clock thunder calibrate fits with
+from thunder.sim.fit_profile import _FeatureClock  # the feature-recording clock thunder calibrate fits with
 from thunder.sim.h200_glm45 import glm45_h200_datasheet
-from thunder.sim.hardware import MBU, EngineSpec, StepTimeModel, load_engine_spec
+from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, simulate
-from thunder.trace import EnvSpec, TraceProgram
+from thunder.sim.step_time import MBU, EngineSpec, StepTimeModel
+from thunder.traces import EnvSpec, TraceProgram
+from thunder.traces.converters import ConvertOptions
+from thunder.traces.converters.profile_runs import ProfileRun
+from thunder.traces.converters.report import ReportBuilder
+from thunder.traces.converters.swe_agent_profile import convert, read_runs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS = REPO / ".." / "shared" / "data" / "agent-runs" / "swe-agent-glm45-h200"

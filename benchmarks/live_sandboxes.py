@@ -36,7 +36,7 @@ from aiohttp import web
 
 from thunder.policies.registry import make_policy
 from thunder.runtime.config import ServeConfig
-from thunder.runtime.sandboxes import port_is_free, tree_bytes
+from thunder.runtime.sandboxes.provider import port_is_free, tree_bytes
 from thunder.runtime.server import ProxyServer
 
 BLOCK_SIZE = 16

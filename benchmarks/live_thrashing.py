@@ -54,10 +54,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fidelity import Proxy, add_trace_arguments, metrics_value, write_scaled_trace  # noqa: E402
-from thunder.metrics import build_tables, summarize  # noqa: E402
+from thunder.results.tables import build_tables, summarize  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
 from thunder.runtime.replay import ReplayConfig, replay  # noqa: E402
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
-from thunder.trace import TraceProgram  # noqa: E402
+from thunder.traces import TraceProgram  # noqa: E402
 
 
 def held_times(export_dir: Path) -> dict[str, float | None]:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from thunder.results.sweep import mean_over_seeds
 from thunder.sim.experiment import CellSpec, run_grid
-from thunder.sweep import mean_over_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = {

@@ -29,8 +29,8 @@ from pathlib import Path
 from dataclasses import replace
 
 from thunder.sim.experiment import CellSpec, bound_cell, run_grid
-from thunder.sim.hardware import load_engine_spec
-from thunder.trace import load_trace
+from thunder.sim.presets import load_engine_spec
+from thunder.traces import load_trace
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = ("vllm", "continuum", "autellix", "gateway", "thunder-paper", "thunder")

@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

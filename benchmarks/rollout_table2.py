@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from thunder.plots import memory_balance_plot
+from thunder.results.plots import memory_balance_plot
+from thunder.results.sweep import mean_over_seeds
 from thunder.sim.experiment import CellSpec, run_cell, run_grid
-from thunder.sweep import mean_over_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = {"mini-SWE-agent": "traces/swebench.jsonl", "OpenHands-like (science)": "traces/science.jsonl"}

@@ -41,14 +41,14 @@ CASES = {  # name: (label, parallel, replicas)
 def run_one(case: str, policy: str, programs: int) -> dict:
     """One simulation in this process (the code is whatever ``thunder`` imports as)."""
     from thunder.policies.registry import make_policy
-    from thunder.sim.hardware import load_engine_spec
+    from thunder.sim.presets import load_engine_spec
     from thunder.sim.run import SimConfig, simulate
 
     if case == "swebench":
-        from thunder.trace import load_trace
+        from thunder.traces import load_trace
         trace = load_trace(REPO / "traces" / "swebench.jsonl").programs
     else:
-        from thunder.synth import synthesize
+        from thunder.traces.synth import synthesize
         trace = tuple(synthesize("coding", programs, 0)[1])
     _, parallel, replicas = CASES[case]
     spec = load_engine_spec("paper-8xh100-glm46")

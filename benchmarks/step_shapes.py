@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fidelity  # noqa: E402
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig  # noqa: E402
-from thunder.sim.hardware import load_engine_spec  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig  # noqa: E402
+from thunder.sim.presets import load_engine_spec  # noqa: E402
 
 
 async def complete(session: aiohttp.ClientSession, url: str, prompt: list[int], max_tokens: int) -> tuple[float, int]:

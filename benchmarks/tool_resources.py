@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 
 from thunder.sim.experiment import CellSpec, run_cell
-from thunder.synth import synthesize
-from thunder.trace import write_trace
+from thunder.traces import write_trace
+from thunder.traces.synth import synthesize
 
 POLICIES = (None, "keep", "on-demand", "program-aware")
 GB = 1e9

@@ -9,7 +9,7 @@ that ran the model:
     [wall_start, seconds, prefill_tokens, prefill_pairs, decode_seqs, decode_context, unfinished,
      joined, finished]
 
-in the simulator's step-model terms (``thunder.sim.hardware.StepTimeModel.step_s``): a
+in the simulator's step-model terms (``thunder.sim.step_time.StepTimeModel.step_s``): a
 request with one scheduled token on top of computed ones decodes, with its computed tokens
 as context; any other scheduled chunk prefills ``n`` tokens after ``offset`` computed ones,
 ``n * (offset + n / 2)`` attention pairs. ``unfinished`` is the scheduler's count after the

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from thunder.runtime.vllm_server import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
+from thunder.runtime.engines.launcher import VllmServer, VllmServerConfig, default_vllm_venv  # noqa: E402
 
 DEFAULT_OUT = ROOT / "thunder" / "data" / "profiles" / "tiny-cpu-vllm032.json"
 

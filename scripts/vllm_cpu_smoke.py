@@ -22,7 +22,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from thunder.runtime.vllm_server import DEFAULT_KV_CACHE_BYTES, VllmServer, VllmServerConfig
+from thunder.runtime.engines.launcher import DEFAULT_KV_CACHE_BYTES, VllmServer, VllmServerConfig
 
 MODEL = "tiny-llama"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from thunder.cli import app
-from thunder.trace import load_trace
+from thunder.traces import load_trace
 
 runner = CliRunner()
 

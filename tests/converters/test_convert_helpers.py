@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from thunder.converters.chain import GREW_LESS_THAN_OUTPUT, PROMPT_SHRANK, mark_context_resets
-from thunder.converters.options import parse_tool_time
-from thunder.converters.tokens import CharCounter, fit_chars_per_token, text_of
-from thunder.trace import TraceStep
+from thunder.traces import TraceStep
+from thunder.traces.converters.chain import GREW_LESS_THAN_OUTPUT, PROMPT_SHRANK, mark_context_resets
+from thunder.traces.converters.options import parse_tool_time
+from thunder.traces.converters.tokens import CharCounter, fit_chars_per_token, text_of
 
 
 def test_marks_only_steps_that_break_the_growth_rule() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from thunder.converters import ConversionError, ConvertOptions, parse_tool_time
-from thunder.converters.mini_swe_agent import convert
-from thunder.trace import TraceProgram, load_trace, write_trace
+from thunder.traces import TraceProgram, load_trace, write_trace
+from thunder.traces.converters import ConversionError, ConvertOptions, parse_tool_time
+from thunder.traces.converters.mini_swe_agent import convert
 
 RUN = "django__django-14752"
 BACKWARDS_RUN = "django__django-11630"  # message 32: tool result stamped 1.081 s before its call

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from thunder.converters import ConversionError, ConvertOptions, parse_tool_time
-from thunder.converters.openhands import convert
-from thunder.trace import TraceProgram, load_trace, write_trace
+from thunder.traces import TraceProgram, load_trace, write_trace
+from thunder.traces.converters import ConversionError, ConvertOptions, parse_tool_time
+from thunder.traces.converters.openhands import convert
 
 
 def by_id(programs: list[TraceProgram]) -> dict[str, TraceProgram]:

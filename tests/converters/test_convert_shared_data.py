@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from thunder.converters import ConvertOptions, convert
-from thunder.trace import load_trace
+from thunder.traces import load_trace
+from thunder.traces.converters import ConvertOptions, convert
 
 REPO = Path(__file__).parents[2]
 RUNS = REPO / ".." / "shared" / "data" / "agent-runs"

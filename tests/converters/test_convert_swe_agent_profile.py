@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from thunder.cli import app
-from thunder.converters import ConversionError, ConvertOptions, parse_tool_time
-from thunder.converters.profile_runs import ProfileError, num_workers, read_run
-from thunder.converters.swe_agent_profile import convert
-from thunder.trace import load_trace
+from thunder.traces import load_trace
+from thunder.traces.converters import ConversionError, ConvertOptions, parse_tool_time
+from thunder.traces.converters.profile_runs import ProfileError, num_workers, read_run
+from thunder.traces.converters.swe_agent_profile import convert
 
 BS1_RUN = "django__django-14017"
 RESET_RUN = "django__django-15388"  # step 39's prompt is below step 38's; step 38 was asked twice

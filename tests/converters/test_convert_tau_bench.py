@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from thunder.converters import ConversionError, ConvertOptions, parse_tool_time
-from thunder.converters.tau_bench import convert
-from thunder.trace import TraceProgram, load_trace, write_trace
+from thunder.traces import TraceProgram, load_trace, write_trace
+from thunder.traces.converters import ConversionError, ConvertOptions, parse_tool_time
+from thunder.traces.converters.tau_bench import convert
 
 TRANSFER_RUN = "task-38/trial-2"
 

@@ -1,4 +1,4 @@
-"""The table and axes helpers the notebooks use (thunder.plots)."""
+"""The table and axes helpers the notebooks use (thunder.results.plots)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from thunder.plots import (cost_bars, decay_label, lines_by, options_frame, speedup_table, thrashing_figure,
+from thunder.results.plots import (cost_bars, decay_label, lines_by, options_frame, speedup_table, thrashing_figure,
                            with_ratio)
 
 

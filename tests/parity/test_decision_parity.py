@@ -27,11 +27,11 @@ import itertools
 import pytest
 
 from thunder.policies.registry import make_policy
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import BackendState, Ticket, Usage
-from thunder.sim.hardware import EngineSpec, StepTimeModel
 from thunder.sim.run import SimConfig, simulate
-from thunder.trace import TraceProgram, TraceStep
+from thunder.sim.step_time import EngineSpec, StepTimeModel
+from thunder.traces import TraceProgram, TraceStep
 
 STEP_S = 0.002  # one engine step; a request of n output tokens takes n steps
 OUTPUT_TOKENS = 40

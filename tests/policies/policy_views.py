@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from thunder.cluster import BackendView, ClusterView
-from thunder.program import Phase, Program, Status
+from thunder.core.program import Phase, Program, Status
+from thunder.core.view import BackendView, ClusterView
 
 
 def reasoning(pid: str, tokens: int, on: int = 0, **extra: Any) -> Program:

@@ -1,6 +1,6 @@
 """The ThunderAgent policy as it was before its incremental index: the oracle.
 
-A verbatim copy of ``thunder/policies/thunder.py`` (decide, route and their
+A verbatim copy of ``thunder/policies/thunder/paper.py`` (decide, route and their
 helpers from ``demand.py`` and ``placement.py``) taken before
 ``ProgramAwarePolicy`` learnt to keep an index between calls. It walks every
 program on every call, which is slow but obviously right; the equivalence
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from thunder.cluster import ClusterView, Decision, Dispatch, Hold, Pause, Restore, Route, Trigger, TriggerKind
-from thunder.policies.thunder import ThunderConfig
-from thunder.program import BackendId, Phase, Program, ProgramId, Status
+from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
+from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Pause, Restore, Route, Trigger, TriggerKind
+from thunder.policies.thunder.paper import ThunderConfig
 
-# ---- policies/demand.py ----------------------------------------------------------------
+# ---- policies/thunder/demand.py ----------------------------------------------------------------
 
 
 def decay_weight(program: Program, now_s: float, decay_base: float) -> float:
@@ -91,7 +91,7 @@ def split_tokens(program: Program, shared_prefix_once: bool) -> tuple[str | None
     return prefix, max(0, program.context_tokens - program.shared_prefix_tokens)
 
 
-# ---- policies/placement.py -------------------------------------------------------------
+# ---- policies/thunder/placement.py -------------------------------------------------------------
 
 
 # Demand sums weighted floats; ignore sub-token rounding so that removing and
@@ -175,7 +175,7 @@ class RestoreTargets:
         return max((s.room_tokens() for s in self._steps), default=-1.0)
 
 
-# ---- policies/thunder.py ---------------------------------------------------------------
+# ---- policies/thunder/paper.py ---------------------------------------------------------------
 
 
 
@@ -199,9 +199,11 @@ class ReferenceThunderPolicy:
     """Pause/restore by the thrashing check, one global queue, best-fit placement."""
 
     name = "thunder-reference"
+    checks_before_dispatch = False
 
     def __init__(self, config: ThunderConfig = ThunderConfig()) -> None:
         self.config = config
+        self.interval_s = config.interval_s
         # "restore-only" decay: the thrashing check counts acting programs in full
         self._check_decay_base = 1.0 if config.decay_when == "restore-only" else config.decay_base
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from policy_views import acting, new, reasoning
 
-from thunder.cluster import BackendView, ClusterView, Dispatch, Trigger, TriggerKind
+from thunder.core.view import BackendView, ClusterView, Dispatch, Trigger, TriggerKind
 from thunder.policies import make_policy
 from thunder.policies.autellix import AutellixConfig, LeastAttainedServicePolicy
 

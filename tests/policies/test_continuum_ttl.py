@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from policy_views import acting, cluster, new, reasoning
 
-from thunder.cluster import Dispatch, Pin, Trigger, TriggerKind
+from thunder.core.view import Dispatch, Pin, Trigger, TriggerKind
 from thunder.policies.continuum import ContinuumConfig, TtlPinningPolicy
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from policy_views import new, reasoning
 
-from thunder.cluster import BackendView, ClusterView, Dispatch, Hold
+from thunder.core.view import BackendView, ClusterView, Dispatch, Hold
 from thunder.policies import make_policy
 from thunder.policies.gateway import CacheAwareGatewayPolicy, GatewayConfig, PowerOfTwoConfig, PowerOfTwoPolicy
 

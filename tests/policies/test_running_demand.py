@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from policy_views import acting, reasoning
 
-from thunder.policies.certify import Uncertain, compare
-from thunder.policies.demand import BackendDemand, decay_weight, split_tokens
-from thunder.policies.running_demand import HORIZON_BITS, RunningDemand
+from thunder.policies.thunder.certify import Uncertain, compare
+from thunder.policies.thunder.demand import BackendDemand, decay_weight, split_tokens
+from thunder.policies.thunder.running_demand import HORIZON_BITS, RunningDemand
 
 
 def count(running: RunningDemand, program, origin_s: float, base: float, once: bool, sign: int) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-from thunder.cluster import BackendView, ClusterView, Pause, Restore, Trigger, TriggerKind, TICK
+from thunder.core.program import Phase, Program, Status
+from thunder.core.view import BackendView, ClusterView, Pause, Restore, Trigger, TriggerKind, TICK
 from thunder.policies import make_policy
-from thunder.policies.estimates import OutputLengths, SampleWindow, ToolDurations
-from thunder.program import Phase, Program, Status
+from thunder.policies.thunder.estimates import OutputLengths, SampleWindow, ToolDurations
 
 # Mechanisms off unless a test turns one on, so each test sees one rule at work.
 PLAIN = dict(reserve_quantile=0.0, tool_decay=False, decay_base=1.0, eviction_weight=0.0, group_weight=0.0,

@@ -1,6 +1,6 @@
 """The indexed ThunderAgent policy decides exactly as the walk-everything reference.
 
-A small model of the mechanism (the contract in ``thunder.cluster``, applied
+A small model of the mechanism (the contract in ``thunder.core.view``, applied
 as ``SimCluster`` applies it) drives both policies through the same random
 histories: programs arrive, are dispatched or held, finish requests and
 tools, are marked, paused and restored per the decisions, and end; time
@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_thunder import ReferenceThunderPolicy
 
-from thunder.cluster import (TICK, BackendView, ClusterView, Dispatch, Pause, Restore, Trigger,
+from thunder.core.program import Phase, Program, Status
+from thunder.core.view import (TICK, BackendView, ClusterView, Dispatch, Pause, Restore, Trigger,
                              TriggerKind)
-from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
-from thunder.program import Phase, Program, Status
+from thunder.policies.thunder.paper import ProgramAwarePolicy, ThunderConfig
 
 watermarks = st.sampled_from([(1.0, 1.0), (0.9, 0.9), (0.8, 1.0), (0.5, 0.9)])
 configs = st.builds(

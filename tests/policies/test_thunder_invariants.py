@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thunder.cluster import TICK, BackendView, ClusterView, Pause, Restore
-from thunder.policies.demand import BackendDemand, decay_weight
-from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
-from thunder.program import Phase, Program, Status
+from thunder.core.program import Phase, Program, Status
+from thunder.core.view import TICK, BackendView, ClusterView, Pause, Restore
+from thunder.policies.thunder.demand import BackendDemand, decay_weight
+from thunder.policies.thunder.paper import ProgramAwarePolicy, ThunderConfig
 
 NOW_S = 100.0
 

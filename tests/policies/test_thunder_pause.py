@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from policy_views import acting, cluster, reasoning
 
-from thunder.cluster import TICK, Pause, Trigger, TriggerKind
-from thunder.policies.demand import decay_weight
-from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
+from thunder.core.view import TICK, Pause, Trigger, TriggerKind
+from thunder.policies.thunder.demand import decay_weight
+from thunder.policies.thunder.paper import ProgramAwarePolicy, ThunderConfig
 
 
 def decide(view, **options):

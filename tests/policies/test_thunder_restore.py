@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from policy_views import acting, cluster, new, paused_acting, reasoning, waiting
 
-from thunder.cluster import TICK, Dispatch, Hold, Pause, Restore, Trigger, TriggerKind
-from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
+from thunder.core.view import TICK, Dispatch, Hold, Pause, Restore, Trigger, TriggerKind
+from thunder.policies.thunder.paper import ProgramAwarePolicy, ThunderConfig
 
 ARRIVAL = Trigger(TriggerKind.ARRIVAL, "n")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from policy_views import acting, cluster, engine_loads, new, reasoning
 
-from thunder.cluster import TICK, Dispatch, Hold, Trigger, TriggerKind
+from thunder.core.view import TICK, Dispatch, Hold, Trigger, TriggerKind
 from thunder.policies.vllm import RequestLevelPolicy, VllmConfig
 
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from thunder.runtime.sandboxes import port_is_free, process_tree
+from thunder.runtime.sandboxes.provider import port_is_free, process_tree
 
 
 def processes_under(root: Path) -> set[int]:

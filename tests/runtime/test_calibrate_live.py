@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from vllm_fixture import VllmBackend, make_vllm_backend_fixture
 
 from thunder.cli import app
-from thunder.sim.hardware import load_engine_spec
+from thunder.sim.presets import load_engine_spec
 
 vllm_backend = make_vllm_backend_fixture()
 

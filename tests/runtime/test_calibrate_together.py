@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from thunder.calibration import LoadProbe, Measurements, PrefixCacheCheck, Probe, ProbeRun, ServerFacts
-from thunder.runtime import calibrate
-from thunder.runtime.calibrate import CalibrateConfig, CalibrationError, measure_together
+from thunder.core.probes import LoadProbe, Measurements, PrefixCacheCheck, Probe, ProbeRun, ServerFacts
+from thunder.runtime.engines import measure as calibrate
+from thunder.runtime.engines.measure import CalibrateConfig, CalibrationError, measure_together
 
 PROBE = Probe("decode-4x32", 4, 32, 64)
 PREFIX = PrefixCacheCheck(prompt_tokens=1000, first_cached_tokens=0, repeat_cached_tokens=992,

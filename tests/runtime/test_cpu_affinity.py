@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from thunder.runtime.cpu_affinity import ENGINE_CORE_NAME, place_engine_core, process_group
+from thunder.runtime.engines.cpu_affinity import ENGINE_CORE_NAME, place_engine_core, process_group
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc"),
                                 reason="needs Linux affinity and /proc")

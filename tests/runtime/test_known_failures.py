@@ -16,9 +16,9 @@ import random
 import aiohttp
 from fake_backend import FakeBackend, proxy_url, running_proxy
 
+from thunder.core.program import Phase
 from thunder.policies.registry import make_policy
-from thunder.program import Phase
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import BackendState, Usage
 
 

@@ -16,11 +16,11 @@ import heapq
 import pytest
 
 from thunder.policies.registry import make_policy
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import BackendState, Usage
-from thunder.sim.hardware import EngineSpec, StepTimeModel
 from thunder.sim.run import SimConfig, simulate
-from thunder.trace import TraceProgram, TraceStep
+from thunder.sim.step_time import EngineSpec, StepTimeModel
+from thunder.traces import TraceProgram, TraceStep
 
 INTERVAL_S = 0.37  # no tick coincides with a request event
 
@@ -47,6 +47,8 @@ class Recorder:
         self.policy = policy
         self.name = policy.name
         self.config = policy.config
+        self.interval_s = policy.interval_s
+        self.checks_before_dispatch = policy.checks_before_dispatch
         self.calls = []
 
     def route(self, view, program):

@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from thunder.core.program import Status
 from thunder.policies.registry import make_policy
-from thunder.program import Status
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import BackendState, TicketState, Usage
 
 PROGRAMS = ["a", "b", "c", "d", None]  # None: a one-turn request

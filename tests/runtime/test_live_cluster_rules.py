@@ -3,10 +3,10 @@ released ids named again, backends going away."""
 
 from __future__ import annotations
 
-from thunder.cluster import Pause
+from thunder.core.program import Phase, Status
+from thunder.core.view import Pause
 from thunder.policies.registry import make_policy
-from thunder.program import Phase, Status
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import NO_BACKEND, BackendState, TicketState, Usage
 
 

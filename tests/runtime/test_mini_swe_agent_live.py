@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_process import thunder_serve
 from vllm_fixture import VllmBackend, make_vllm_backend_fixture
 
-from thunder.runtime.vllm_server import REPO_ROOT
+from thunder.runtime.engines.launcher import REPO_ROOT
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import logging
 import aiohttp
 from fake_backend import FakeBackend, proxy_url, running_proxy
 
-from thunder.program import Phase
-from thunder.runtime.prometheus import parse_text, total
+from thunder.core.program import Phase
+from thunder.runtime.engines.prometheus import parse_text, total
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "tell me " * 30}], "max_tokens": 3}
 
@@ -46,7 +46,7 @@ def test_a_program_idle_past_the_timeout_is_reclaimed_and_logged(caplog):
         assert list(server.cluster.views) == ["busy"]
         assert ("reclaim", "idle") in [(d[1], d[2]) for d in server.records.decisions]
         assert server.records.programs[-1]["program_id"] == "idle"
-    with caplog.at_level(logging.WARNING, logger="thunder.runtime.live_cluster"):
+    with caplog.at_level(logging.WARNING, logger="thunder.runtime.cluster"):
         run(with_fake(test, idle_timeout_s=0.3, control_interval_s=0.05))
     assert any("program idle idle for" in r.getMessage() and "reclaimed" in r.getMessage() for r in caplog.records)
 

@@ -11,7 +11,7 @@ import json
 import aiohttp
 from fake_backend import FakeBackend, proxy_url, running_proxy
 
-from thunder.runtime.prometheus import parse_text
+from thunder.runtime.engines.prometheus import parse_text
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hello " * 40}], "max_tokens": 5}
 

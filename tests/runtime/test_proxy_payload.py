@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from thunder.runtime.backend import capacity_from, stats_from
+from thunder.runtime.engines.prometheus import parse_text
+from thunder.runtime.engines.vllm import capacity_from, stats_from
 from thunder.runtime.payload import TAIL_BYTES, BadRequest, Tail, find_usage, prepare
-from thunder.runtime.prometheus import parse_text
 
 
 def test_untouched_bodies_are_forwarded_byte_for_byte():

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 from fake_backend import FakeBackend, proxy_url, running_proxy
 
-from thunder.program import Phase, Status
+from thunder.core.program import Phase, Status
 
 # 2,400 characters of content: the fake counts 600 prompt tokens, the proxy
 # estimates about 625 before the first response. Two do not fit in 1,024.

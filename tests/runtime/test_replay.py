@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from thunder.runtime.replay import ReplayConfig, ReplayError, replay
-from thunder.trace import TraceProgram, TraceStep
+from thunder.traces import TraceProgram, TraceStep
 
 
 class TokenServer:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from thunder.runtime.docker_sandboxes import DockerSandboxProvider
+from thunder.runtime.sandboxes.docker import DockerSandboxProvider
 
 
 def test_a_container_is_created_and_removed_by_image():

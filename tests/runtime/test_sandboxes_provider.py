@@ -15,10 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sandbox_helpers import TREE, held_ports, kill_leftovers, processes_under
 
-from thunder.resources import PrepareEnv, ReclaimEnv
-from thunder.runtime.sandboxes import LocalSandboxProvider, PortRegistry, SandboxSpec, port_is_free, process_tree
-from thunder.runtime.sandbox_state import SandboxState, ToolHostConfig
-from thunder.runtime.tool_host import LiveToolHost
+from thunder.runtime.sandboxes.provider import LocalSandboxProvider, PortRegistry, SandboxSpec, port_is_free, process_tree
+from thunder.runtime.sandboxes.state import SandboxState, SandboxHostConfig
+from thunder.runtime.sandboxes.tool_host import LiveToolHost
 
 PORTS = range(21000, 21040)
 
@@ -39,7 +38,7 @@ def provider(root: Path, grace_s: float = 1.0, **options) -> LocalSandboxProvide
 
 def host(root: Path, **options) -> LiveToolHost:
     loop = asyncio.get_running_loop()
-    return LiveToolHost(provider(root, **options.pop("provider", {})), loop.time, ToolHostConfig(**options))
+    return LiveToolHost(provider(root, **options.pop("provider", {})), loop.time, SandboxHostConfig(**options))
 
 
 async def ready(tools: LiveToolHost, program_id: str, timeout_s: float = 20.0) -> None:
@@ -57,7 +56,7 @@ def test_a_sandbox_runs_setup_holds_disk_and_a_bound_port_and_release_leaves_not
         spec = SandboxSpec(setup_command="head -c 3000000 /dev/urandom > data.bin && mkdir sub && echo hi > sub/f",
                            process_command=TREE, wait_for_port=True)
         sandbox = tools.declare("p1", spec, 0.0, needed=True)
-        assert tools.apply(PrepareEnv("p1", "needed"), 0.0, None) == "prepare"
+        assert tools.prepare("p1", 0.0)
         assert sandbox.state is SandboxState.PREPARING and sandbox.instance is not None
         path, port = sandbox.instance.path, sandbox.instance.port
         await ready(tools, "p1")
@@ -69,7 +68,7 @@ def test_a_sandbox_runs_setup_holds_disk_and_a_bound_port_and_release_leaves_not
         assert len(tree) >= 4  # sh, http.server, sh, sleep: child of child included
         view = tools.snapshot(1.0, {}, {})
         assert view.ports_used == 1 and view.disk_used_bytes == spec.disk_quota_bytes
-        assert tools.apply(ReclaimEnv("p1", "released"), 1.0, None) == "reclaim"
+        assert tools.reclaim("p1", 1.0, "released")
         await asyncio.gather(*tools._teardown_tasks)
         assert not path.exists() and port_is_free(port) and port not in tools.provider.ports.held
         assert processes_under(root) == set() and not any(p in process_tree(p) for p in tree)
@@ -83,10 +82,10 @@ def test_a_process_that_ignores_sigterm_is_killed_and_reported(root, caplog):
         tools = host(root, provider={"grace_s": 0.3})
         spec = SandboxSpec(process_command="trap '' TERM; sh -c \"trap '' TERM; sleep 300\" & sleep 300")
         sandbox = tools.declare("stubborn", spec, 0.0, needed=True)
-        tools.apply(PrepareEnv("stubborn"), 0.0, None)
+        tools.prepare("stubborn", 0.0)
         await ready(tools, "stubborn")
         await asyncio.sleep(0.2)  # let the shells install their traps
-        tools.apply(ReclaimEnv("stubborn"), 0.0, None)
+        tools.reclaim("stubborn", 0.0, "test")
         await asyncio.gather(*tools._teardown_tasks)
         assert tools.stats().sigkills == 1 and tools.stats().teardowns == 0
         assert sandbox.state is SandboxState.RECLAIMED and processes_under(root) == set()
@@ -108,10 +107,10 @@ def test_a_directory_that_cannot_be_deleted_is_retried_and_reported_until_it_goe
     async def scenario():
         tools = host(root, provider={"remove_tree": flaky_rmtree}, reclaim_retry_s=0.05)
         sandbox = tools.declare("p", SandboxSpec(setup_command="echo x > f"), 0.0, needed=True)
-        tools.apply(PrepareEnv("p"), 0.0, None)
+        tools.prepare("p", 0.0)
         await ready(tools, "p")
         path = sandbox.instance.path
-        tools.apply(ReclaimEnv("p"), 0.0, None)
+        tools.reclaim("p", 0.0, "test")
         await asyncio.sleep(0.02)
         stats = tools.stats()
         assert stats.teardowns == 1 and stats.reclaim_failures >= 1 and stats.ports_held == 0
@@ -132,7 +131,7 @@ def test_shutdown_reports_what_it_could_not_reclaim(root, caplog):
     async def scenario():
         tools = host(root, provider={"remove_tree": never}, reclaim_retry_s=0.05, shutdown_timeout_s=0.3)
         tools.declare("p", SandboxSpec(), 0.0, needed=True)
-        tools.apply(PrepareEnv("p"), 0.0, None)
+        tools.prepare("p", 0.0)
         await ready(tools, "p")
         return await tools.close()
     with caplog.at_level(logging.ERROR):
@@ -148,8 +147,8 @@ def test_a_setup_that_fails_or_times_out_leaves_nothing_and_says_why(root):
         tools = host(root, setup_timeout_s=0.5)
         bad = tools.declare("bad", SandboxSpec(setup_command="echo broken >&2; exit 3"), 0.0, needed=True)
         slow = tools.declare("slow", SandboxSpec(setup_command="sleep 30 & sleep 30"), 0.0, needed=True)
-        tools.apply(PrepareEnv("bad"), 0.0, None)
-        tools.apply(PrepareEnv("slow"), 0.0, None)
+        tools.prepare("bad", 0.0)
+        tools.prepare("slow", 0.0)
         await ready(tools, "bad")
         await ready(tools, "slow")
         await asyncio.gather(*tools._teardown_tasks)
@@ -166,11 +165,11 @@ def test_a_preparation_that_does_not_fit_waits_for_room(root):
         tools = host(root, disk_capacity_bytes=150)
         tools.declare("a", SandboxSpec(disk_quota_bytes=100, process_command="sleep 30"), 0.0, needed=True)
         b = tools.declare("b", SandboxSpec(disk_quota_bytes=100), 0.0, needed=True)
-        tools.apply(PrepareEnv("a"), 0.0, None)
-        tools.apply(PrepareEnv("b"), 0.0, None)
+        tools.prepare("a", 0.0)
+        tools.prepare("b", 0.0)
         assert b.state is SandboxState.PENDING and tools.snapshot(0.0, {}, {}).disk_pending_bytes == 100
         await ready(tools, "a")
-        tools.apply(ReclaimEnv("a"), 0.0, None)
+        tools.reclaim("a", 0.0, "test")
         await ready(tools, "b")  # admitted once a's teardown finished
         assert b.state is SandboxState.READY
         await tools.close()
@@ -189,9 +188,9 @@ def test_random_create_and_release_sequences_leave_nothing_behind(root, operatio
                 tools.declare(pid, SandboxSpec(setup_command="head -c 10000 /dev/zero > d",
                                                process_command="sleep 60 & sleep 60"), 0.0, needed=False)
             elif op == "prepare":
-                tools.apply(PrepareEnv(pid), 0.0, None)
+                tools.prepare(pid, 0.0)
             elif op == "reclaim":
-                tools.apply(ReclaimEnv(pid), 0.0, None)
+                tools.reclaim(pid, 0.0, "test")
             else:
                 tools.release(pid)
             await asyncio.sleep(0.01)

@@ -11,8 +11,8 @@ import pytest
 from fake_backend import FakeBackend, proxy_url, running_proxy
 from sandbox_helpers import TREE, kill_leftovers, processes_under
 
-from thunder.runtime.prometheus import parse_text, total
-from thunder.runtime.sandboxes import port_is_free
+from thunder.runtime.engines.prometheus import parse_text, total
+from thunder.runtime.sandboxes.provider import port_is_free
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": 3}
 PORTS = (21100, 21139)

@@ -13,10 +13,10 @@ from pathlib import Path
 from aiohttp import web
 
 from thunder.runtime.config import ServeConfig
-from thunder.runtime.payload import find_usage
-from thunder.runtime.prometheus import parse_text
-from thunder.runtime.sglang_backend import (BACKEND_CLIENTS, SglangBackendClient, capacity_from_server_info,
+from thunder.runtime.engines.prometheus import parse_text
+from thunder.runtime.engines.sglang import (BACKEND_CLIENTS, SglangBackendClient, capacity_from_server_info,
                                             page_size_from_server_info, stats_from)
+from thunder.runtime.payload import find_usage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sglang"
 
@@ -138,7 +138,7 @@ def test_serve_config_picks_the_sglang_client():
     from thunder.policies.registry import make_policy
     from thunder.runtime.config import ServeConfig
     from thunder.runtime.server import ProxyServer
-    from thunder.runtime.sglang_backend import SglangBackendClient
+    from thunder.runtime.engines.sglang import SglangBackendClient
 
     server = ProxyServer(ServeConfig(backends=("http://127.0.0.1:9",), backend_kind="sglang"), make_policy("vllm"))
     assert all(isinstance(c, SglangBackendClient) for c in server.clients)

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from thunder.runtime.vllm_server import REPO_ROOT
+from thunder.runtime.engines.launcher import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("build_tiny_model", REPO_ROOT / "scripts" / "build_tiny_model.py")
 assert _spec is not None and _spec.loader is not None

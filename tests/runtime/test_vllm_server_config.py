@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from thunder.runtime.vllm_server import VllmServerConfig, VllmServerError
+from thunder.runtime.engines.launcher import VllmServerConfig, VllmServerError
 
 
 def fake_venv(tmp_path: Path) -> Path:

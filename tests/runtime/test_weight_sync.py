@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_live_cluster_properties import PROGRAMS, check
 
+from thunder.core.program import Status
 from thunder.policies.registry import make_policy
-from thunder.program import Status
-from thunder.runtime.live_cluster import LiveCluster
-from thunder.runtime.prometheus import parse_text, total
+from thunder.runtime.cluster import LiveCluster
+from thunder.runtime.engines.prometheus import parse_text, total
 from thunder.runtime.state import BackendState, TicketState, Usage
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "weights " * 40}], "max_tokens": 3}

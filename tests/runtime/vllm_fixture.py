@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from thunder.runtime.vllm_server import (
+from thunder.runtime.engines.launcher import (
     DEFAULT_KV_CACHE_BYTES,
     REPO_ROOT,
     VENV_ENV_VAR,

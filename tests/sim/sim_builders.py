@@ -6,8 +6,8 @@ from dataclasses import replace
 
 
 
-from thunder.sim.hardware import EngineSpec, StepTimeModel
-from thunder.trace import TraceProgram, TraceStep
+from thunder.sim.step_time import EngineSpec, StepTimeModel
+from thunder.traces import TraceProgram, TraceStep
 
 
 def engine(num_blocks: int, block_size: int = 16, *, max_num_seqs: int = 64,

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pytest
 
-from thunder.calibration import (COEFFICIENTS, STEP_FEATURES, LoadProbe, Measurements, PrefixCacheCheck, Probe,
+from thunder.core.probes import (COEFFICIENTS, STEP_FEATURES, LoadProbe, Measurements, PrefixCacheCheck, Probe,
                                  ProbeRun, ServerFacts, default_probes, fit_linear, nnls)
-from thunder.sim.calibration import build_profile, fit_engine_spec, probe_features
-from thunder.sim.hardware import (EngineSpec, StepTimeModel, load_engine_spec, profile_from_dict,
-                                  profile_to_dict)
+from thunder.sim.fit_profile import build_profile, fit_engine_spec, probe_features
+from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, simulate
-from thunder.trace import TraceProgram, TraceStep
+from thunder.sim.step_time import EngineSpec, StepTimeModel, profile_from_dict, profile_to_dict
+from thunder.traces import TraceProgram, TraceStep
 
 TRUE = {"overhead_s": 2.0e-3, "per_prefill_token_s": 8.0e-6, "per_decode_seq_s": 7.0e-5,
         "per_context_token_s": 2.0e-7, "per_prefill_pair_s": 1.8e-8, "per_admitting_step_s": 0.0,
@@ -181,7 +181,7 @@ def _vllm():  # type: ignore[no-untyped-def]
 
 
 def _stack(runs: list[ProbeRun]) -> tuple[np.ndarray, np.ndarray]:
-    from thunder.sim.calibration import design
+    from thunder.sim.fit_profile import design
     features, latencies, _ = design(runs, geometry())
     return features, latencies
 

@@ -8,10 +8,11 @@ import pytest
 from thunder.policies.registry import make_policy
 from thunder.sim.engine import Replica
 from thunder.sim.h200_glm45 import GLM_45_FP8, glm45_h200_datasheet
-from thunder.sim.hardware import load_engine_spec, profile_from_dict, profile_to_dict
+from thunder.sim.presets import load_engine_spec
 from thunder.sim.request import Request
 from thunder.sim.run import SimConfig, simulate
-from thunder.trace import EnvSpec, TraceProgram, TraceStep
+from thunder.sim.step_time import profile_from_dict, profile_to_dict
+from thunder.traces import EnvSpec, TraceProgram, TraceStep
 
 from sim_builders import engine
 

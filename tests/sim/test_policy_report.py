@@ -33,8 +33,8 @@ def test_policy_report_small_mode_writes_both_bounds_and_every_column(tmp_path):
 def test_fairness_numbers_on_a_hand_made_table():
     import pandas as pd
 
-    from thunder.fairness import fairness_metrics, gini
-    from thunder.metrics import RunTables
+    from thunder.results.fairness import fairness_metrics, gini
+    from thunder.results.tables import RunTables
 
     assert gini([0, 0, 0]) == 0.0 and gini([1, 1, 1, 1]) == 0.0
     assert abs(gini([0, 0, 0, 4]) - 0.75) < 1e-12  # all on one of four

@@ -11,9 +11,9 @@ from sim_builders import engine, growing
 from typer.testing import CliRunner
 
 from thunder.cli import app
-from thunder.metrics import RunTables, build_tables
 from thunder.policies.registry import make_policy
-from thunder.rollout import rollout_metrics, straggler_tail_s, time_above
+from thunder.results.rollout import rollout_metrics, straggler_tail_s, time_above
+from thunder.results.tables import RunTables, build_tables
 from thunder.sim.experiment import CellSpec, run_cell
 from thunder.sim.run import SimConfig, rollout_batch, simulate
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from sim_builders import engine, growing, program, replace
 
-from thunder.metrics import build_tables, summarize
 from thunder.policies.registry import make_policy
+from thunder.results.tables import build_tables, summarize
 from thunder.sim import engine as engine_module
 from thunder.sim.run import SimConfig, simulate
 

@@ -8,7 +8,7 @@ from sim_builders import engine
 
 from thunder.policies.registry import make_policy
 from thunder.sim.run import SimConfig, simulate
-from thunder.trace import TraceProgram, TraceStep
+from thunder.traces import TraceProgram, TraceStep
 
 
 @st.composite

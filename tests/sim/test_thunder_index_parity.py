@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from thunder.policies.thunder import ProgramAwarePolicy, ThunderConfig
-from thunder.sim.hardware import load_engine_spec
+from thunder.policies.thunder.paper import ProgramAwarePolicy, ThunderConfig
+from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, simulate
-from thunder.trace import load_trace
+from thunder.traces import load_trace
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent

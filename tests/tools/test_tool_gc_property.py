@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tool_builders import GB, engine, run, with_env
 
-from thunder.sim.toolhost import ToolHostConfig
+from thunder.sim.tool_host import SimHostConfig
 
 
 @st.composite
@@ -36,7 +36,7 @@ def test_gc_reclaims_every_environment_it_created_and_never_overfills_the_disk(
         cap = None
     options = {"idle_timeout_s": idle} if tool_policy == "program-aware" else {}
     outcome, tables, summary = run(programs, scheduler, engine(blocks), tool_policy, tool_options=options,
-                                   parallel=parallel, tool_host=ToolHostConfig(disk_capacity_bytes=cap))
+                                   parallel=parallel, tool_host=SimHostConfig(disk_capacity_bytes=cap))
     done = sorted(zip(tables.steps["program_id"], tables.steps["step"]))
     assert done == sorted((p.program_id, i) for p in programs for i in range(len(p.steps)))
     envs = tables.environments

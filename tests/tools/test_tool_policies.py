@@ -7,8 +7,8 @@ import math
 import pytest
 from tool_builders import cluster, env, host, ids, new, paused_acting, running, waiting
 
-from thunder.policies.tool_registry import make_tool_policy, tool_policy_names
-from thunder.resources import EnvState, PrepareEnv, ReclaimEnv
+from thunder.core.environments import EnvState, PrepareEnv, ReclaimEnv
+from thunder.policies.registry import make_tool_policy, tool_policy_names
 
 READY, NONE, PENDING, PREPARING = EnvState.READY, EnvState.NONE, EnvState.PENDING, EnvState.PREPARING
 

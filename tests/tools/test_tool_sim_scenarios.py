@@ -7,10 +7,10 @@ import pytest
 from tool_builders import GB, engine, first_dispatch, growing, run, with_env
 
 from thunder.sim.run import SimConfig
-from thunder.sim.toolhost import ToolHostConfig
-from thunder.sim.tools import drawn_setup_s
-from thunder.synth.setup_times import setup_time_distribution
-from thunder.trace import TraceProgram
+from thunder.sim.tool_cluster import drawn_setup_s
+from thunder.sim.tool_host import SimHostConfig
+from thunder.traces import TraceProgram
+from thunder.traces.synth.setup_times import setup_time_distribution
 
 # Six one-turn programs, 10 GB each, two at a time: at most two environments are ever needed.
 SIX = [with_env(f"p{i}", [100, 200], setup_s=1.0, disk_gb=10) for i in range(6)]
@@ -34,7 +34,7 @@ def test_keep_accumulates_every_environment_while_gc_holds_only_the_running_ones
 
 
 def test_keep_runs_out_of_a_disk_cap_that_gc_stays_under():
-    cap = ToolHostConfig(disk_capacity_bytes=30 * GB)
+    cap = SimHostConfig(disk_capacity_bytes=30 * GB)
     outcome, tables, keep = run(SIX, "vllm", engine(256), "keep", parallel=2, tool_host=cap)
     # p0, p1 and p2 fill the 30 GB; p3 and p4 wait for disk that never frees; p5 never starts.
     assert keep["programs_finished"] == 3
@@ -95,7 +95,7 @@ def test_idle_collection_tears_down_a_queued_environment_and_prepares_it_again_w
 def test_setup_times_missing_from_the_trace_come_from_the_terminal_bench_table_seeded():
     bare = [TraceProgram(program_id="x", workflow="t", steps=with_env("x", [100, 200]).steps)]  # no env
     _, tables, summary = run(bare, "vllm", engine(64), "on-demand", parallel=1,
-                             tool_host=ToolHostConfig(env_seed=3, default_disk_bytes=7 * GB))
+                             tool_host=SimHostConfig(env_seed=3, default_disk_bytes=7 * GB))
     row = tables.environments.iloc[0]
     assert row["setup_s"] == drawn_setup_s("x", 3) == drawn_setup_s("x", 3)
     table = setup_time_distribution()
@@ -119,7 +119,7 @@ def test_on_demand_can_deadlock_on_a_full_disk_where_program_aware_makes_room():
     # paused and, its tool done, cannot come back while b holds the backend. On demand nothing
     # moves again; program-aware tears down the queued a's environment so b can run.
     programs = [growing("a", 300, 4, grow=64, tool_s=2.0, setup_s=1.0), with_env("b", [800, 850], setup_s=1.0)]
-    cap = ToolHostConfig(disk_capacity_bytes=10 * GB)
+    cap = SimHostConfig(disk_capacity_bytes=10 * GB)
     _, _, od = run(programs, "thunder-paper", engine(64), "on-demand", parallel=2, tool_host=cap)
     assert od["programs_finished"] == 0 and od["programs_unfinished"] == 2
     # a is paused at 5.48 and its tool ends at 7.48: nothing happens after that.
@@ -138,20 +138,21 @@ class _ReclaimEverything:
 
     def __init__(self, config: object) -> None:
         self.config = config
+        self.interval_s = 5.0
 
     def decide(self, cluster, host):
         from thunder.policies.tools import prepare_needed
-        from thunder.resources import ReclaimEnv
+        from thunder.core.environments import ReclaimEnv
 
         return [*prepare_needed(host), *(ReclaimEnv(e.program_id, "reckless") for e in host.envs.values() if e.live)]
 
 
 def test_the_simulator_never_tears_down_an_environment_under_a_running_step(monkeypatch):
-    from thunder.policies import tool_registry
+    from thunder.policies import registry
     from thunder.policies.tools import KeepConfig
 
-    monkeypatch.setitem(tool_registry.TOOL_POLICIES, "reckless",
-                        tool_registry.ToolPolicyFactory("reckless", KeepConfig, _ReclaimEverything))
+    monkeypatch.setitem(registry.TOOL_POLICIES, "reckless",
+                        registry.Factory("tool policy", "reckless", KeepConfig, _ReclaimEverything))
     programs = [growing("a", 300, 4, tool_s=2.0, setup_s=1.0), growing("b", 400, 3, tool_s=1.0, setup_s=2.0)]
     _, tables, summary = run(programs, "thunder-paper", engine(128), "reckless", parallel=2)
     assert summary["programs_finished"] == 2 and summary["env_reclaims_refused"] > 0

@@ -10,15 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from thunder.cluster import BackendView, ClusterView
-from thunder.metrics import build_tables, summarize
+from thunder.core.environments import HOLDING_STATES, EnvResources, EnvState, EnvView, ToolHostView
+from thunder.core.program import Phase, Program, Status
+from thunder.core.view import BackendView, ClusterView
 from thunder.policies.registry import make_policy
-from thunder.program import Phase, Program, Status
-from thunder.resources import HOLDING_STATES, EnvResources, EnvState, EnvView, ToolHostView
-from thunder.sim.hardware import EngineSpec, StepTimeModel
+from thunder.results.tables import build_tables, summarize
 from thunder.sim.run import SimConfig, simulate
-from thunder.sim.tools import tool_context, tool_tables
-from thunder.trace import EnvSpec, TraceProgram, TraceStep
+from thunder.sim.step_time import EngineSpec, StepTimeModel
+from thunder.sim.tool_cluster import tool_context, tool_tables
+from thunder.traces import EnvSpec, TraceProgram, TraceStep
 
 GB = 10**9
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thunder.synth import WORKLOADS, LogNormal, setup_time_distribution, synthesize
-from thunder.trace import load_trace, write_trace
+from thunder.traces import load_trace, write_trace
+from thunder.traces.synth import WORKLOADS, LogNormal, setup_time_distribution, synthesize
 
 # Pooled per-step medians of the public mini-swe-agent SWE-bench runs (99 runs,
 # 7,924 steps), as printed by benchmarks/fit_coding_workload.py.

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from thunder.cli import app
-from thunder.trace import load_trace
+from thunder.traces import load_trace
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from thunder.trace import TraceError
-from thunder.trace_stats import render_stats, trace_stats
+from thunder.traces import TraceError
+from thunder.traces.stats import render_stats, trace_stats
 
 # Program a: three steps, cached tokens on two, no tool on the last.
 # Program b: env, one tool step, then a context reset without a tool.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from thunder.trace import (EnvSpec, Trace, TraceError, TraceHeader, TraceProgram, TraceStep,
+from thunder.traces import (EnvSpec, Trace, TraceError, TraceHeader, TraceProgram, TraceStep,
                            iter_programs, load_trace, write_trace)
 
 HEADER = {"type": "header", "format_version": 1}

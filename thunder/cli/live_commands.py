@@ -9,7 +9,7 @@ import typer
 
 from thunder.cli.app import app, fail as _fail, parse_options as _parse_options
 
-from thunder.trace import TraceError
+from thunder.traces import TraceError
 
 
 @app.command("run")
@@ -31,9 +31,9 @@ def run_command(
     import dataclasses
     import json
 
-    from thunder.metrics import build_tables, format_summary, summarize, write_tables
+    from thunder.results.tables import build_tables, format_summary, summarize, write_tables
     from thunder.runtime.replay import ReplayConfig, ReplayError, replay
-    from thunder.trace import load_trace
+    from thunder.traces import load_trace
 
     try:
         selected = list(load_trace(trace).programs)
@@ -159,9 +159,9 @@ def calibrate_command(
     import asyncio
     import json
 
-    from thunder.calibration import Probe, ProbeRun, ServerFacts, default_probes
-    from thunder.runtime.calibrate import CalibrateConfig, CalibrationError, measure_together
-    from thunder.sim.calibration import build_profile
+    from thunder.core.probes import Probe, ProbeRun, ServerFacts, default_probes
+    from thunder.runtime.engines.measure import CalibrateConfig, CalibrationError, measure_together
+    from thunder.sim.fit_profile import build_profile
 
     if admission not in ("full-prompt", "first-chunk"):
         _fail(f"--admission: expected full-prompt or first-chunk, got {admission!r}")

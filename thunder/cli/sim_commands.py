@@ -9,7 +9,7 @@ import typer
 
 from thunder.cli.app import app, fail as _fail, int_list as _int_list, parse_options as _parse_options
 
-from thunder.trace import TraceError
+from thunder.traces import TraceError
 
 
 @app.command("simulate")
@@ -50,7 +50,7 @@ def simulate_command(
     """Simulate one policy on a trace and print the summary."""
     import json
 
-    from thunder.metrics import format_summary, write_tables
+    from thunder.results.tables import format_summary, write_tables
     from thunder.sim.cluster import SimulationError
     from thunder.sim.experiment import CellSpec, run_cell
 
@@ -84,7 +84,7 @@ def simulate_command(
         except ImportError:
             _fail(f"--format {fmt} needs pyarrow: pip install 'thunder[parquet]', or use --format csv")
     if out is not None and tables is not None and mode == "rollout":
-        from thunder.plots import memory_balance_plot
+        from thunder.results.plots import memory_balance_plot
         memory_balance_plot({policy: tables.timeseries}, out / "memory_balance.png",
                             f"{policy}: {summary['rollout_programs']} programs on {replicas} replica(s)")
     if as_json:
@@ -92,7 +92,7 @@ def simulate_command(
     else:
         typer.echo(format_summary(summary))
         if mode == "rollout":
-            from thunder.rollout import format_rollout
+            from thunder.results.rollout import format_rollout
             typer.echo(format_rollout(summary))
         if out is not None:
             typer.echo(f"tables written to {out}/")
@@ -128,7 +128,7 @@ def compare_command(
 
     import pandas as pd
 
-    from thunder.plots import cost_breakdown_plot, hit_rate_plot, throughput_plot
+    from thunder.results.plots import cost_breakdown_plot, hit_rate_plot, throughput_plot
     from thunder.policies.registry import policy_names
     from thunder.sim.cluster import SimulationError
     from thunder.sim.experiment import CellSpec, bound_cell, run_grid
@@ -181,7 +181,7 @@ def compare_command(
         frame["of_bound"] = frame["steps_per_min"] / frame["bound_steps_per_min"]
     frame.to_csv(out / "results.csv", index=False)
     if len(seed_list) > 1:
-        from thunder.sweep import mean_over_seeds
+        from thunder.results.sweep import mean_over_seeds
         frame = mean_over_seeds(frame)
     base = frame.loc[frame["policy"] == names[0]].set_index("parallel")["steps_per_min"]
     frame["speedup_vs_" + names[0]] = frame["steps_per_min"] / frame["parallel"].map(base)

@@ -8,7 +8,7 @@ import typer
 
 from thunder.cli.app import fail as _fail, trace_app
 
-from thunder.trace import TraceError, TraceReader
+from thunder.traces import TraceError, TraceReader
 
 
 @trace_app.command("validate")
@@ -44,8 +44,8 @@ def trace_synth(
     # imported here so `thunder trace validate` does not pay for numpy
     from collections.abc import Iterator
 
-    from thunder.synth import synthesize
-    from thunder.trace import TraceProgram, write_trace
+    from thunder.traces.synth import synthesize
+    from thunder.traces import TraceProgram, write_trace
 
     try:
         header, drawn = synthesize(workload, programs, seed, rate=rate)
@@ -77,7 +77,7 @@ def trace_stats_command(
     """Summarise a trace: programs, steps, token and tool-time distributions."""
     import json
 
-    from thunder.trace_stats import render_stats, trace_stats
+    from thunder.traces.stats import render_stats, trace_stats
 
     try:
         stats = trace_stats(file)
@@ -101,8 +101,8 @@ def trace_convert(
 ) -> None:
     """Convert recorded agent runs into a trace; print what was written and every skipped run."""
     # Imported here so the other trace commands do not load the converters.
-    from thunder.converters import ConversionError, ConvertOptions, convert, parse_tool_time
-    from thunder.trace import write_trace
+    from thunder.traces.converters import ConversionError, ConvertOptions, convert, parse_tool_time
+    from thunder.traces import write_trace
 
     try:
         options = ConvertOptions(chars_per_token=chars_per_token,

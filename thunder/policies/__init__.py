@@ -1,14 +1,12 @@
-"""Scheduling policies: one module per policy, plus a registry (name -> factory).
+"""Scheduling and tool-resource policies: pure decisions over a ``ClusterView``.
 
-Every policy implements ``thunder.policies.base.Policy`` and is pure: it sees
-a ``ClusterView`` (which carries ``now_s``) and returns decisions. No clocks,
-no SimPy, no sockets in this package.
-
-ThunderAgent's policy (``thunder``) is split for speed: ``thunder_index``
-keeps per-backend demand (``running_demand``) and the queue between calls,
-``thunder_steps`` feeds one control step from that index or from the whole
-view, and ``certify`` decides when the index's approximate sums are close
-enough to the exact ones to act on.
+Every policy implements a protocol of ``thunder.core.policy`` and sees only a view
+(which carries ``now_s``): no clocks, no SimPy, no sockets. Request-level baselines:
+``vllm`` (vLLM's router), ``continuum`` (TTL pinning), ``gateway`` (cache-aware gateway,
+power of two), ``autellix`` (least attained service). Program-aware: ``thunder/`` (the
+default ``thunder`` policy and the paper's ``thunder-paper``). Tool resources: ``tools``.
+``registry`` names them all (``make_policy``, ``make_tool_policy``); ``routing`` holds the
+routers' shared backend choice.
 """
 
 from thunder.policies.registry import POLICIES, make_policy, policy_names

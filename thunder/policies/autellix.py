@@ -30,10 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thunder.cluster import ClusterView, Decision, Dispatch, Hold, Route, Trigger, TriggerKind
+from thunder.core.options import option, require
+from thunder.core.program import BackendId, Program, ProgramId
+from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Route, Trigger, TriggerKind
 from thunder.policies.gateway import least_loaded_by_requests, load
-from thunder.policies.options import option, require
-from thunder.program import BackendId, Program, ProgramId
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,8 @@ class LeastAttainedServicePolicy:
     """PLAS priorities and locality-first routing."""
 
     name = "autellix"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: AutellixConfig = AutellixConfig()) -> None:
         self.config = config

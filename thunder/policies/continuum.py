@@ -35,10 +35,10 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from thunder.cluster import ClusterView, Decision, Dispatch, Hold, Pin, Route, Trigger, TriggerKind
-from thunder.policies.options import option, require
+from thunder.core.options import option, require
+from thunder.core.program import Phase, Program, ProgramId
+from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Pin, Route, Trigger, TriggerKind
 from thunder.policies.routing import sticky
-from thunder.program import Phase, Program, ProgramId
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +84,8 @@ class TtlPinningPolicy:
     """Sticky routing, program-level FCFS, and tool-aware KV pinning."""
 
     name = "continuum"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: ContinuumConfig = ContinuumConfig()) -> None:
         self.config = config

@@ -48,9 +48,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-from thunder.cluster import BackendView, ClusterView, Decision, Dispatch, Hold, Route, Trigger
-from thunder.policies.options import option, require
-from thunder.program import BackendId, Program, ProgramId
+from thunder.core.options import option, require
+from thunder.core.program import BackendId, Program, ProgramId
+from thunder.core.view import BackendView, ClusterView, Decision, Dispatch, Hold, Route, Trigger
 
 CHARS_PER_TOKEN = 4  # to state the gateway's character limit in tokens
 
@@ -124,6 +124,8 @@ class CacheAwareGatewayPolicy:
     """The SGLang gateway's cache-aware routing in front of request-level engines."""
 
     name = "gateway"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: GatewayConfig = GatewayConfig()) -> None:
         self.config = config
@@ -168,6 +170,8 @@ class PowerOfTwoPolicy:
     """The gateway's power-of-two choices: the less loaded of two random healthy backends."""
 
     name = "power-of-two"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: PowerOfTwoConfig = PowerOfTwoConfig()) -> None:
         self.config = config

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from thunder.cluster import BackendView
-from thunder.program import BackendId, Program
+from thunder.core.program import BackendId, Program
+from thunder.core.view import BackendView
 
 
 def least_loaded(backends: Sequence[BackendView]) -> BackendId | None:

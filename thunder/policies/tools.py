@@ -1,7 +1,7 @@
 """Tool-resource policies (paper, sections 3.3 and 4.4): prepare environments, reclaim them.
 
 A tool-resource policy sees the same ``ClusterView`` the scheduler sees plus
-a ``ToolHostView`` (``thunder.resources``) and returns ``PrepareEnv`` /
+a ``ToolHostView`` (``thunder.core.environments``) and returns ``PrepareEnv`` /
 ``ReclaimEnv`` decisions. All three prepare, at once, every environment a
 held program is waiting for (it holds a GPU slot, or wants one, right now);
 they differ in what else they do:
@@ -33,25 +33,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Protocol, Sequence
 
-from thunder.cluster import ClusterView
-from thunder.policies.options import option, require
-from thunder.policies.thunder import queued_since_s, restore_class
-from thunder.program import Phase, Program, ProgramId, Status
-from thunder.resources import (HOLDING_STATES, EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision,
+from thunder.core.environments import (HOLDING_STATES, EnvState, EnvView, PrepareEnv, ReclaimEnv, ToolDecision,
                                ToolHostView)
+from thunder.core.options import option, require
+from thunder.core.program import Phase, Program, ProgramId, Status
+from thunder.core.view import ClusterView
+from thunder.policies.thunder.index import queued_since_s
+from thunder.policies.thunder.paper_rules import restore_class
 
 _UNPREPARED = (EnvState.NONE, EnvState.RECLAIMED)
 _IN_FLIGHT = (EnvState.PENDING, EnvState.PREPARING)
-
-
-class ToolPolicy(Protocol):
-    name: str
-
-    def decide(self, cluster: ClusterView, host: ToolHostView) -> Sequence[ToolDecision]:
-        """Preparations to start and environments to tear down, applied in order."""
-        ...
 
 
 def prepare_needed(host: ToolHostView) -> list[PrepareEnv]:
@@ -95,6 +87,10 @@ class KeepUntilRunEnd:
 
     name = "keep"
 
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
+
     def __init__(self, config: KeepConfig = KeepConfig()) -> None:
         self.config = config
 
@@ -106,6 +102,10 @@ class PrepareOnDemand:
     """Prepare when needed; reclaim when the program is released."""
 
     name = "on-demand"
+
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
 
     def __init__(self, config: OnDemandConfig = OnDemandConfig()) -> None:
         self.config = config
@@ -163,6 +163,10 @@ class PrepareAheadAndCollect:
     """ThunderAgent's tool resource manager: GC on release and idle, prepare ahead of restore."""
 
     name = "program-aware"
+
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval_s
 
     def __init__(self, config: ProgramAwareToolsConfig = ProgramAwareToolsConfig()) -> None:
         self.config = config

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thunder.cluster import ClusterView, Decision, Dispatch, Hold, Route, Trigger
-from thunder.policies.options import option, require_choice
+from thunder.core.options import option, require_choice
+from thunder.core.program import BackendId, Program
+from thunder.core.view import ClusterView, Decision, Dispatch, Hold, Route, Trigger
 from thunder.policies.routing import least_loaded, sticky
-from thunder.program import BackendId, Program
 
 ROUTING_RULES = ("sticky", "least-loaded", "round-robin")
 
@@ -44,6 +44,8 @@ class RequestLevelPolicy:
     """vLLM with its router: dispatch every request at once, decide nothing else."""
 
     name = "vllm"
+    interval_s = None  # event-driven only: no periodic control step
+    checks_before_dispatch = False
 
     def __init__(self, config: VllmConfig = VllmConfig()) -> None:
         self.config = config

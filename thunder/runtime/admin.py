@@ -21,14 +21,14 @@ from typing import Sequence
 
 from aiohttp import web
 
+from thunder.core.records import TABLES
 from thunder.runtime.admission import Admission
-from thunder.runtime.backend import BackendClient
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
+from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.payload import PROGRAM_FIELD, BadRequest, parse_object
 from thunder.runtime.proxy import Proxy, error_response
-from thunder.runtime.records import TABLES
+from thunder.runtime.sandboxes.tool_host import LiveToolHost
 from thunder.runtime.telemetry import backend_rows, describe, render_metrics
-from thunder.runtime.tool_host import LiveToolHost
 
 
 class Admin:

@@ -1,17 +1,18 @@
 """Held requests as futures: the asyncio side of the policy's Hold and Restore.
 
 ``LiveCluster`` holds no asyncio objects; it calls back when a held request
-may go (``on_dispatch``) or must fail (``on_reject``). This module keeps one
-future per waiting request and bounds every wait by ``max_hold_s``, so no
-client is held forever.
+may go (``on_dispatch``) or must fail (``on_reject``): the server hands it this
+module's ``dispatched`` and ``rejected`` when it builds the cluster. This module
+keeps one future per waiting request and bounds every wait by ``max_hold_s``,
+so no client is held forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from thunder.program import BackendId
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.core.program import BackendId
+from thunder.runtime.cluster import LiveCluster
 from thunder.runtime.state import Ticket, TicketState
 
 
@@ -24,23 +25,22 @@ class Rejected(Exception):
 
 
 class Admission:
-    def __init__(self, cluster: LiveCluster, max_hold_s: float) -> None:
-        self.cluster = cluster
+    def __init__(self, max_hold_s: float) -> None:
         self.max_hold_s = max_hold_s
         self._futures: dict[int, asyncio.Future[BackendId]] = {}
-        cluster.on_dispatch = self._dispatched
-        cluster.on_reject = self._rejected
 
     @property
     def waiting(self) -> int:
         return len(self._futures)
 
-    def _dispatched(self, ticket: Ticket) -> None:
+    def dispatched(self, ticket: Ticket) -> None:
+        """The cluster sent the held request: its wait ends with the backend."""
         future = self._futures.get(ticket.request_id)
         if future is not None and not future.done():
             future.set_result(ticket.backend)  # type: ignore[arg-type]  # set on dispatch
 
-    def _rejected(self, ticket: Ticket, reason: str) -> None:
+    def rejected(self, ticket: Ticket, reason: str) -> None:
+        """The held request cannot go anywhere: its wait ends with ``Rejected``."""
         future = self._futures.get(ticket.request_id)
         if future is not None and not future.done():
             future.set_exception(Rejected(reason))

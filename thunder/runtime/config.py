@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from thunder.policies.options import option, require
+from thunder.core.options import option, require
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,10 @@ from typing import Any, Callable
 import aiohttp
 from aiohttp import web
 
-from thunder.program import BackendId
+from thunder.core.program import BackendId
 from thunder.runtime.admission import Admission, HoldTimeout, Rejected, program_cap_refusal
-from thunder.runtime.backend import BackendClient
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.runtime.cluster import LiveCluster
+from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.payload import PROGRAM_FIELD, BadRequest, PreparedRequest, Tail, find_usage, prepare
 from thunder.runtime.records import Histogram
 from thunder.runtime.state import RELEASED, SHUTTING_DOWN, Ticket

@@ -1,7 +1,7 @@
 """What a live run records: step, program and decision rows, plus counters.
 
-Rows use the simulator's column names (``thunder.metrics``), so the same
-notebook reads a simulated and a live run. Times are seconds since the proxy
+Rows follow the one schema of ``thunder.core.records``, so the same notebook
+reads a simulated and a live run. Times are seconds since the proxy
 started. Row stores are bounded deques: a proxy that runs for weeks keeps the
 newest ``max_records`` rows, not all of them.
 """
@@ -14,16 +14,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from thunder.core import records as schema
+from thunder.core.records import DECISION_COLUMNS, TABLES, DecisionRow
 from thunder.runtime.state import Ticket, Usage
 
-STEP_COLUMNS = ("program_id", "step", "backend", "ready_s", "dispatched_s", "engine_arrival_s", "admitted_s",
-                "first_token_s",
-                "done_s", "prompt_tokens", "cached_tokens", "recompute_tokens", "output_tokens", "preemptions",
-                "tool", "tool_s")
-PROGRAM_COLUMNS = ("program_id", "arrived_s", "started_s", "finished_s", "steps", "pauses", "restores",
-                   "migrations", "queue_s", "last_backend", "group_id")
-DECISION_COLUMNS = ("time_s", "action", "program_id", "backend", "reason")
-TABLES = {"steps": STEP_COLUMNS, "programs": PROGRAM_COLUMNS, "decisions": DECISION_COLUMNS}
 
 # Queue-wait histogram bounds (s): a held request waits from milliseconds to minutes.
 WAIT_BOUNDS_S = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -56,7 +50,7 @@ class LiveRecords:
     max_records: int = 1_000_000
     steps: deque[dict[str, Any]] = field(default_factory=deque)
     programs: deque[dict[str, Any]] = field(default_factory=deque)
-    decisions: deque[tuple[float, str, str, int | None, str]] = field(default_factory=deque)
+    decisions: deque[DecisionRow] = field(default_factory=deque)
     actions: Counter[str] = field(default_factory=Counter)  # pause, restore, migrate, mark, pin, reclaim ...
     outcomes: Counter[str] = field(default_factory=Counter)  # ok, aborted, hold_timeout, rejected, upstream_error
     prompt_tokens: int = 0
@@ -109,13 +103,11 @@ def step_row(ticket: Ticket, usage: Usage | None, done_s: float, block_size: int
         # can be cached) that the engine did not find cached now were prefilled again.
         computed = min(ticket.prior_tokens, usage.prompt_tokens) // block_size * block_size
         recompute = max(0, computed - usage.cached_tokens)
-    return {
-        "program_id": ticket.program_id, "step": ticket.step, "backend": ticket.backend,
-        "ready_s": ticket.ready_s, "dispatched_s": ticket.dispatched_s,
-        "engine_arrival_s": None, "admitted_s": None,
-        "first_token_s": ticket.first_token_s, "done_s": done_s,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "cached_tokens": usage.cached_tokens if usage else None, "recompute_tokens": recompute,
-        "output_tokens": usage.completion_tokens if usage else None, "preemptions": None,
-        "tool": ticket.tool, "tool_s": None,
-    }
+    return schema.step_row(
+        program_id=ticket.program_id, step=ticket.step, backend=ticket.backend,
+        ready_s=ticket.ready_s, dispatched_s=ticket.dispatched_s, engine_arrival_s=None, admitted_s=None,
+        first_token_s=ticket.first_token_s, done_s=done_s,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        cached_tokens=usage.cached_tokens if usage else None, recompute_tokens=recompute,
+        output_tokens=usage.completion_tokens if usage else None, preemptions=None,
+        tool=ticket.tool, tool_s=None)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import aiohttp
 import numpy as np
 
-from thunder.trace import TraceProgram
+from thunder.traces import TraceProgram
 
 
 class ReplayError(RuntimeError):

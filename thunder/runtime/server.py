@@ -24,18 +24,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from thunder.policies.base import Policy
-from thunder.policies.tools import ToolPolicy
+from thunder.core.policy import Policy
+from thunder.core.policy import ToolPolicy
+from thunder.core.records import TABLES
 from thunder.runtime.admin import Admin
 from thunder.runtime.admission import Admission
-from thunder.runtime.backend import BackendClient
-from thunder.runtime.sglang_backend import BACKEND_CLIENTS
 from thunder.runtime.config import ServeConfig
+from thunder.runtime.engines.sglang import BACKEND_CLIENTS
+from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.proxy import Proxy
-from thunder.runtime.records import TABLES, LiveRecords
-from thunder.runtime.sandbox_api import SandboxEndpoints, disabled_routes
+from thunder.runtime.records import LiveRecords
+from thunder.runtime.sandboxes.api import SandboxEndpoints, disabled_routes
 from thunder.runtime.state import SHUTTING_DOWN
-from thunder.runtime.tool_cluster import ToolAwareLiveCluster, build_cluster
+from thunder.runtime.tool_cluster import LiveTools, build_cluster
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 def control_interval_s(policy: Policy, config: ServeConfig) -> float:
     if config.control_interval_s is not None:
         return config.control_interval_s
-    interval = getattr(getattr(policy, "config", None), "interval_s", None)
-    return float(interval) if interval else 1.0
+    # a policy without a periodic step still gets a 1 s tick: idle reclaim and held-request timeouts ride on it
+    return policy.interval_s or 1.0
 
 
 class ProxyServer:
@@ -55,13 +56,15 @@ class ProxyServer:
         self.clients = [client_type(i, url, config) for i, url in enumerate(config.backends)]
         self.records = LiveRecords(max_records=config.max_records)
         self._t0 = 0.0
+        self.admission = Admission(config.max_hold_s)
         self.cluster = build_cluster(policy, [c.state for c in self.clients], self._now, self.records, config,
-                                     tool_policy)
-        self.tools = self.cluster.tools if isinstance(self.cluster, ToolAwareLiveCluster) else None
-        self.admission = Admission(self.cluster, config.max_hold_s)
+                                     tool_policy, on_dispatch=self.admission.dispatched,
+                                     on_reject=self.admission.rejected)
+        self.live_tools = self.cluster.tools if isinstance(self.cluster.tools, LiveTools) else None
+        self.tools = self.live_tools.host if self.live_tools is not None else None
         self.proxy = Proxy(self.cluster, self.admission, self.clients, config.max_body_bytes,
                            max_programs=config.max_programs, retry_after_s=config.retry_after_s)
-        self.admin = Admin(self.cluster, self.admission, self.proxy, self.clients, getattr(policy, "name", "?"),
+        self.admin = Admin(self.cluster, self.admission, self.proxy, self.clients, policy.name,
                            tools=self.tools)
         if self.tools is not None:
             self.proxy.on_tool_resources = self._attach
@@ -82,8 +85,8 @@ class ProxyServer:
             web.get("/v1/models", self.proxy.models),
             *self.admin.routes(),
         ])
-        if isinstance(self.cluster, ToolAwareLiveCluster):
-            app.add_routes(SandboxEndpoints(self.cluster, self.config.sandbox_quota_bytes).routes())
+        if self.live_tools is not None:
+            app.add_routes(SandboxEndpoints(self.live_tools, self.config.sandbox_quota_bytes).routes())
         else:
             app.add_routes(disabled_routes())
         return app
@@ -168,7 +171,7 @@ async def serve_forever(config: ServeConfig, policy: Policy, export_dir: Path | 
     await server.start()
     healthy = sum(1 for b in server.cluster.backends if b.healthy)
     log.info("thunder proxy on http://%s:%d, policy %s, dt %.3g s, %d/%d backends healthy", config.host,
-             server.port, getattr(policy, "name", "?"), server.interval_s, healthy, len(server.clients))
+             server.port, policy.name, server.interval_s, healthy, len(server.clients))
     for index, state in enumerate(server.cluster.backends):
         if not state.healthy:
             log.warning("backend %d (%s) unhealthy: %s", index, state.url, state.reason)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from thunder.program import BackendId, ProgramId
+from thunder.core.program import BackendId, ProgramId
 
 # Why held requests are failed (the proxy maps them to HTTP statuses).
 RELEASED = "program released while its request was held"

@@ -17,11 +17,11 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from thunder.program import Phase, Program, Status
-from thunder.runtime.backend import BackendClient
-from thunder.runtime.live_cluster import LiveCluster
+from thunder.core.program import Phase, Program, Status
+from thunder.runtime.cluster import LiveCluster
+from thunder.runtime.engines.vllm import BackendClient
 from thunder.runtime.records import Histogram
-from thunder.runtime.sandbox_state import ToolHostStats
+from thunder.runtime.sandboxes.state import ToolHostStats
 
 
 def describe(cluster: LiveCluster, program_id: str) -> dict[str, Any] | None:

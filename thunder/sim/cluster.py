@@ -2,24 +2,26 @@
 
 It owns the mutable truth about every program, builds the read-only
 ``ClusterView`` a policy sees, applies the decisions it returns (the contract
-in ``thunder.cluster``), and records every step and decision for the metrics.
+in ``thunder.core.view``), and records every step and decision for the metrics.
 Nothing here decides: routing, pausing and restoring come from the policy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import simpy
 
-from thunder.applier import DecisionApplier, checks_before_dispatch
-from thunder.cluster import TICK, ClusterView, Decision, Dispatch, Trigger, TriggerKind
-from thunder.policies.base import Policy
-from thunder.program import Phase, Program, Status
+from thunder.core.applier import ControlHook, DecisionApplier, note_dispatch
+from thunder.core.policy import Policy
+from thunder.core.program import Phase, Program, Status
+from thunder.core.records import DecisionRow, program_row, step_row
+from thunder.core.view import TICK, ClusterView, Dispatch, Trigger, TriggerKind
 from thunder.sim.engine import Replica, Request
-from thunder.trace import TraceProgram
+from thunder.traces import TraceProgram
 
 
 class SimulationError(RuntimeError):
@@ -50,12 +52,22 @@ class SimProgram:
 
 @dataclass(slots=True)
 class RunRecords:
-    """Rows for the result tables; column names are shared with the live runtime."""
+    """Rows for the result tables, in the schema of ``thunder.core.records`` (shared with the live runtime)."""
 
     steps: list[dict[str, Any]] = field(default_factory=list)
     programs: list[dict[str, Any]] = field(default_factory=list)
-    decisions: list[tuple[float, str, str, int | None, str]] = field(default_factory=list)
+    decisions: list[DecisionRow] = field(default_factory=list)
     timeseries: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DispatchGate(Protocol):
+    """What may hold a ready request before it reaches an engine (``thunder.sim.tool_cluster``)."""
+
+    def arrive(self, program: SimProgram) -> None: ...
+
+    def admit(self, program: SimProgram, priority: float | None) -> bool:
+        """True: dispatch now; False: the gate holds it and dispatches it later."""
+        ...
 
 
 class SimCluster(DecisionApplier):
@@ -71,6 +83,9 @@ class SimCluster(DecisionApplier):
         self.on_program_end = on_program_end
         self.max_request_tokens = min(r.spec.capacity_tokens for r in replicas)
         self.control_steps = 0
+        self.before_control: list[ControlHook] = []
+        self.after_control: list[ControlHook] = []
+        self.gate: DispatchGate | None = None  # tool environments, when modelled (``SimTools``)
         self._backends_at = -1  # sum of the replicas' change counters when _backends was built
         self._backends: tuple = ()
 
@@ -97,6 +112,8 @@ class SimCluster(DecisionApplier):
             arrived_s=now, steps_done=0, waiting=False,
             shared_prefix_id=trace.shared_prefix_id, shared_prefix_tokens=trace.shared_prefix_tokens,
             paused_since_s=now, group_id=trace.group_id)
+        if self.gate is not None:
+            self.gate.arrive(program)
         return program
 
     def request_ready(self, program: SimProgram) -> simpy.Event:
@@ -118,7 +135,7 @@ class SimCluster(DecisionApplier):
                             context_tokens=step.prompt_tokens, max_output_tokens=step.max_tokens)
         trigger = Trigger(TriggerKind.ARRIVAL if program.step_index == 0 else TriggerKind.TOOL_DONE,
                           program.program_id)
-        if checks_before_dispatch(self.policy):
+        if self.policy.checks_before_dispatch:
             # The check sees the new prompt before anything reaches the engine: it may
             # pause others to make room, or hold this request (pause it) until it fits.
             program.held = True
@@ -134,7 +151,7 @@ class SimCluster(DecisionApplier):
         route = self.policy.route(self.snapshot(), view)
         if isinstance(route, Dispatch):
             self._activate(program, route.backend)
-            self._dispatch(program, route.backend, route.priority)
+            self.dispatch(program, route.backend, route.priority)
         else:
             program.held = True
             if view.status is Status.ACTIVE:
@@ -166,12 +183,8 @@ class SimCluster(DecisionApplier):
     def _terminate(self, program: SimProgram) -> None:
         del self.views[program.program_id]
         del self.programs[program.program_id]
-        self.records.programs.append({
-            "program_id": program.program_id, "arrived_s": program.arrived_s, "started_s": program.started_s,
-            "finished_s": self.env.now, "steps": program.step_index, "pauses": program.pauses,
-            "restores": program.restores, "migrations": program.migrations, "queue_s": program.queue_s,
-            "last_backend": program.last_backend, "group_id": program.trace.group_id,
-        })
+        self.records.programs.append(program_row(program, finished_s=self.env.now, steps=program.step_index,
+                                                 group_id=program.trace.group_id))
         if self.on_program_end is not None:
             self.on_program_end(program)
 
@@ -179,10 +192,6 @@ class SimCluster(DecisionApplier):
 
     def tick(self) -> None:
         self.control(TICK)
-
-    def control(self, trigger: Trigger) -> list[Decision]:
-        self.control_steps += 1
-        return super().control(trigger)
 
     # -- what the decision contract needs from the simulated world (DecisionApplier) ----
 
@@ -194,14 +203,17 @@ class SimCluster(DecisionApplier):
 
     def _dispatch_held(self, program: SimProgram, backend: int) -> None:
         if program.held:
-            self._dispatch(program, backend, None)
+            self.dispatch(program, backend, None)
 
     def _pin(self, program: SimProgram, backend: int, until_s: float) -> None:
         self.replicas[backend].pin(self._program_key(program), until_s)
         program.pinned_on = backend
         self._log("pin", program.program_id, backend)
 
-    def _dispatch(self, program: SimProgram, backend: int, priority: float | None) -> None:
+    def dispatch(self, program: SimProgram, backend: int, priority: float | None) -> None:
+        """Send the program's ready request to ``backend`` (unless the gate holds it first)."""
+        if self.gate is not None and not self.gate.admit(program, priority):
+            return  # held at the proxy; the gate dispatches it when it may go
         now = self.env.now
         step = program.trace.steps[program.step_index]
         trace = program.trace
@@ -221,12 +233,9 @@ class SimCluster(DecisionApplier):
             shared_blocks=shared_blocks, prior_tokens=min(self._cacheable(program.computed_high, replica.block_size),
                                                             step.prompt_tokens),
             priority=priority if priority is not None else 0.0,
-            on_done=lambda r, p=program: self._on_request_done(p, r))
-        program.queue_s += now - program.ready_s
+            on_done=partial(self._on_request_done, program))
+        note_dispatch(program, backend, program.ready_s, now)
         program.held = False
-        program.last_backend = backend
-        if program.started_s is None:
-            program.started_s = now
         self._update(program.program_id, waiting=False)
         replica.submit(request)
 
@@ -247,12 +256,11 @@ class SimCluster(DecisionApplier):
 
     def _record_step(self, program: SimProgram, request: Request, tool: str | None,
                      tool_s: float | None) -> None:
-        self.records.steps.append({
-            "program_id": program.program_id, "step": request.step_index, "backend": program.last_backend,
-            "ready_s": program.ready_s, "dispatched_s": request.submitted_s,
-            "engine_arrival_s": request.engine_arrival_s, "admitted_s": request.admitted_s,
-            "first_token_s": request.first_token_s, "done_s": request.done_s,
-            "prompt_tokens": request.prompt_tokens, "cached_tokens": request.hit_tokens or 0,
-            "recompute_tokens": request.recompute_tokens, "output_tokens": request.output_tokens,
-            "preemptions": request.preemptions, "tool": tool, "tool_s": tool_s,
-        })
+        self.records.steps.append(step_row(
+            program_id=program.program_id, step=request.step_index, backend=program.last_backend,
+            ready_s=program.ready_s, dispatched_s=request.submitted_s,
+            engine_arrival_s=request.engine_arrival_s, admitted_s=request.admitted_s,
+            first_token_s=request.first_token_s, done_s=request.done_s,
+            prompt_tokens=request.prompt_tokens, cached_tokens=request.hit_tokens or 0,
+            recompute_tokens=request.recompute_tokens, output_tokens=request.output_tokens,
+            preemptions=request.preemptions, tool=tool, tool_s=tool_s))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from thunder.sim.engine import Request
+    from thunder.sim.request import Request
 
 
 class DecodeSet:
@@ -32,7 +32,6 @@ class DecodeSet:
         self.members: dict["Request", None] = {}
         self.buckets: list[dict["Request", None]] = [{} for _ in range(block_size)]
         self.offset_sum = 0
-        self.program_blocks = 0  # program blocks held by members (shared prefix excluded)
         self.seqs: list[int] = []  # admission order numbers, sorted
         self._finish_heap: list[tuple[int, int, int, "Request"]] = []
         self._tokens = 0  # tells a re-added request's heap entry from its stale ones
@@ -50,7 +49,6 @@ class DecodeSet:
         self.members[request] = None
         self.buckets[request.residue][request] = None
         self.offset_sum += offset
-        self.program_blocks += request.program_blocks_held
         insort(self.seqs, request.seq)
         finish_clock = self.clock + request.output_tokens - request.generated
         self._tokens += 1
@@ -70,7 +68,6 @@ class DecodeSet:
         del self.members[request]
         del self.buckets[request.residue][request]
         self.offset_sum -= request.base_computed - request.base_clock
-        self.program_blocks -= request.program_blocks_held
         del self.seqs[bisect_left(self.seqs, request.seq)]
         # The heap entry is dropped lazily (see ``pop_finished``).
 
@@ -81,7 +78,6 @@ class DecodeSet:
         self.members = {}
         self.buckets = [{} for _ in range(self.block_size)]
         self.offset_sum = 0
-        self.program_blocks = 0
         self.seqs = []
         self._finish_heap = []  # every entry is stale now
 
@@ -110,9 +106,8 @@ class DecodeSet:
         request = entry[3]
         return request in self.members and request.decode_token == entry[2]
 
-    def advance(self, steps: int, new_blocks: int) -> None:
+    def advance(self, steps: int) -> None:
         self.clock += steps
-        self.program_blocks += new_blocks
 
     def pop_finished(self) -> list["Request"]:
         """Members whose last token has been produced, in admission order."""

@@ -10,18 +10,19 @@ import random
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable, Iterable
 
-from thunder.fairness import fairness_metrics
-from thunder.metrics import RunTables, build_tables, summarize
 from thunder.policies.registry import make_policy
-from thunder.rollout import rollout_metrics
-from thunder.sim.hardware import EngineSpec, load_engine_spec
+from thunder.results.fairness import fairness_metrics
+from thunder.results.rollout import rollout_metrics
+from thunder.results.tables import RunTables, build_tables, summarize
+from thunder.sim.presets import load_engine_spec
 from thunder.sim.run import SimConfig, rollout_batch, simulate
-from thunder.sim.toolhost import ToolHostConfig
-from thunder.sim.tools import tool_context, tool_tables
-from thunder.trace import TraceProgram, load_trace
+from thunder.sim.step_time import EngineSpec
+from thunder.sim.tool_cluster import tool_context, tool_tables
+from thunder.sim.tool_host import SimHostConfig
+from thunder.traces import TraceProgram, load_trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +122,10 @@ def bound_cell(cell: CellSpec) -> CellSpec:
     return replace(cell, policy="vllm", policy_options=(), unbounded_kv=True)
 
 
-def _tool_host(cell: CellSpec) -> ToolHostConfig:
+def _tool_host(cell: CellSpec) -> SimHostConfig:
     if cell.disk_capacity_gb is None:
-        return ToolHostConfig()
-    return ToolHostConfig(disk_capacity_bytes=int(cell.disk_capacity_gb * 1e9))
+        return SimHostConfig()
+    return SimHostConfig(disk_capacity_bytes=int(cell.disk_capacity_gb * 1e9))
 
 
 def _summary_only(cell: CellSpec) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def run_grid(cells: Iterable[CellSpec], workers: int = 1,
             if on_progress is None:
                 results.append(_summary_only(cell))
             else:
-                results.append(run_cell(cell, progress=lambda f, i=index: on_progress(i, f))[0])
+                results.append(run_cell(cell, progress=partial(on_progress, index))[0])
                 on_progress(index, 1.0)
             if on_result:
                 on_result(results[-1])

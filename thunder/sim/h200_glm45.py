@@ -1,7 +1,7 @@
 """GLM-4.5-FP8 on one node of 8x H200: the preset checked against real GPU timings.
 
 The geometry and roofline come from datasheets and the model's config, as for the other
-GPU presets (``thunder.sim.hardware``); the free coefficients (fixed step cost, prefill
+GPU presets (``thunder.sim.presets``); the free coefficients (fixed step cost, prefill
 cost per token, the weight-streaming rate of the MoE kernels, the API server's costs) are
 fitted by ``benchmarks/gpu_fidelity.py`` on the recorded 1-worker SWE-agent runs, and the
 32-worker runs check them (docs/fidelity.md, sections 5 and 6).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from thunder.sim.hardware import _COMMON_SOURCES, MBU, EngineSpec, GpuSpec, ModelSpec, _gpu_preset
+from thunder.sim.step_time import COMMON_SOURCES, MBU, EngineSpec, GpuSpec, ModelSpec, gpu_preset
 
 # GLM-4.5: 3 dense + 89 MoE layers; routed experts 89 layers x 160 x (3 x 5120 x 1536) = 335.9B params.
 GLM_45_FP8 = ModelSpec(
@@ -27,7 +27,7 @@ H200_SXM = dict(
 )
 
 _GLM45_H200_SOURCES = {
-    **_COMMON_SOURCES,
+    **COMMON_SOURCES,
     "gpu": "NVIDIA H200 SXM datasheet: 141 GB HBM3e, 4.8 TB/s, 1,979 TFLOP/s dense FP8",
     "model": "GLM-4.5 (zai-org/GLM-4.5 README: 355B total / 32B active params; the public Megatron training "
              "config for GLM-4.5-355B-A32B in slime, scripts/models/glm4.5-355B-A32B.sh: 92 layers = 3 dense + 89 MoE, hidden 5120, 96 heads, 8 KV heads, head_dim 128, "
@@ -43,7 +43,7 @@ def glm45_h200_datasheet() -> EngineSpec:
     """GLM-4.5-FP8 on 8x H200 from datasheet numbers alone (the roofline, 4 ms per step assumed):
     the model every GPU preset had before it was checked against a real GPU."""
     gpu = GpuSpec("H200-SXM", 8, **H200_SXM)
-    return _gpu_preset("8xh200-glm45-datasheet", gpu, GLM_45_FP8, overhead_s=0.004, sources={
+    return gpu_preset("8xh200-glm45-datasheet", gpu, GLM_45_FP8, overhead_s=0.004, sources={
         **_GLM45_H200_SOURCES, "overhead": "4 ms per step for TP8 scheduling + all-reduce (assumed)"})
 
 

@@ -1,7 +1,7 @@
 """Charging a replica's KV cache to the cost ledger's five terms, interval by interval.
 
 Every token slot of the cache is in exactly one term at every instant, so the terms
-of a run sum to capacity x time (``thunder.cost``). The engine calls one of these per
+of a run sum to capacity x time (``thunder.core.cost``). The engine calls one of these per
 idle gap, per single step and per decode jump; they read the cache and the requests
 and change nothing but the ledger and the requests' prefill/recompute counters.
 """
@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from thunder.cost import CostLedger
+from thunder.core.cost import CostLedger
 from thunder.sim.kv import PrefixCache
 from thunder.sim.request import Request
 

@@ -64,7 +64,6 @@ class StepPlan:
 
     prefill: list[tuple[Request, int]] = field(default_factory=list)
     explicit: list[tuple[Request, int]] | None = None
-    decode_blocks: int = 0  # new blocks the lazy decoders take this step
     preempted: bool = False
     joined: int = 0  # requests admitted into the running batch by this step (new or resumed)
 

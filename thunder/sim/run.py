@@ -15,13 +15,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import simpy
 
-from thunder.cost import CostLedger
-from thunder.policies.base import Policy
+from thunder.core.cost import CostLedger
+from thunder.core.policy import Policy
 from thunder.sim.cluster import SimCluster, SimProgram, SimulationError
 from thunder.sim.engine import Replica
-from thunder.sim.hardware import EngineSpec
-from thunder.sim.tools import ToolHostConfig, build_tool_cluster
-from thunder.trace import TraceProgram
+from thunder.sim.step_time import EngineSpec
+from thunder.sim.tool_cluster import SimHostConfig, build_tool_cluster
+from thunder.traces import TraceProgram
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +34,10 @@ class SimConfig:
     tool_time_scale: float = 1.0
     default_tool_s: float = 0.0  # for steps whose trace has no tool time
     jump_decode: bool = True  # False: one SimPy event per engine step (slow reference)
-    # Tool environments (thunder.sim.tools): None leaves them unmodelled, the behaviour before.
+    # Tool environments (thunder.sim.tool_cluster): None leaves them unmodelled, the behaviour before.
     tool_policy: str | None = None  # keep | on-demand | program-aware
     tool_options: tuple[tuple[str, Any], ...] = ()
-    tool_host: ToolHostConfig = ToolHostConfig()  # disk capacity, defaults for a trace without env
+    tool_host: SimHostConfig = SimHostConfig()  # disk capacity, defaults for a trace without env
     # Without tool environments: a program's worker first spends its trace's env.setup_s (the
     # sandbox it prepares) before the first call, holding its closed-loop slot meanwhile, as a
     # recorded batch did. False: programs start at once (the behaviour before).
@@ -46,7 +46,7 @@ class SimConfig:
 
 @dataclass(slots=True)
 class SimOutcome:
-    """Raw outcome; ``thunder.metrics`` turns it into tables and a summary."""
+    """Raw outcome; ``thunder.results.tables`` turns it into tables and a summary."""
 
     cluster: SimCluster
     replicas: list[Replica]
@@ -171,12 +171,6 @@ def sample_backends(cluster: SimCluster) -> None:
         })
 
 
-def tick_interval_s(policy: Policy) -> float | None:
-    """The policy's periodic-check interval, if it has one (``config.interval_s``)."""
-    config = getattr(policy, "config", None)
-    return getattr(config, "interval_s", None)
-
-
 def simulate(programs: Sequence[TraceProgram], policy: Policy, spec: EngineSpec, config: SimConfig,
              policy_name: str = "", progress: Callable[[float], None] | None = None) -> SimOutcome:
     """Run one simulation to completion (or to the horizon) and return its outcome."""
@@ -209,7 +203,7 @@ def simulate(programs: Sequence[TraceProgram], policy: Policy, spec: EngineSpec,
     else:
         source = _cycled(programs) if config.horizon_s is not None else iter(programs)
         env.process(workload.closed_loop(source))
-    interval = tick_interval_s(policy)
+    interval = policy.interval_s
     if interval:
         env.process(_ticker(env, cluster, interval))
     env.process(_sampler(env, cluster, config.sample_interval_s))
