@@ -145,6 +145,23 @@ def test_restore_stays_on_the_backend_that_holds_the_prefix():
     assert restored(best_fit.decide(later, TICK)) == {"p": 0}
 
 
+def new_programs_on_two_backends():
+    # Backend 0 already runs 300 tokens; two new programs of 200 wait. Both fit on either.
+    return view(1.0, (1000, 1000), prog("busy", 300, Phase.REASONING, backend=0),
+                prog("n1", 200, Phase.REASONING, Status.PAUSED, steps=0, waiting=True),
+                prog("n2", 200, Phase.REASONING, Status.PAUSED, steps=0, waiting=True))
+
+
+def test_new_programs_go_where_there_is_most_room_to_grow():
+    assert restored(make_policy("thunder", **PLAIN).decide(new_programs_on_two_backends(), TICK)) == \
+        {"n1": 1, "n2": 1}  # 1000 free beats 700; then 800 free beats 700
+
+
+def test_best_fit_for_new_programs_stays_available_and_packs_one_backend():
+    policy = make_policy("thunder", **{**PLAIN, "new_placement": "best-fit"})
+    assert restored(policy.decide(new_programs_on_two_backends(), TICK)) == {"n1": 0, "n2": 0}
+
+
 # -- groups ------------------------------------------------------------------------------------
 
 def test_a_group_is_restored_together():

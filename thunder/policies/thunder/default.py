@@ -34,6 +34,11 @@ it off, so every choice has an ablation row:
 * **Restores prefer the backend that holds the program's prefix**
   (``affinity_share``): its last backend, when that fits and leaves at most
   ``affinity_share`` of a backend's capacity less room than the best fit.
+* **New programs go where there is most room** (``new_placement``): a new program has no
+  cache anywhere, and its context will grow; packing new programs by best fit fills one
+  backend to its limit while another idles, and the growth then pauses them there and
+  moves them over, each move a full re-prefill (measured live on two engines: 9-10
+  migrations per run and 4% below vLLM's router). Returning programs keep best fit.
 * **Waiting is bounded** (``aging_s``, ``max_wait_s``): within a restore
   class a program's effective size shrinks with its wait, so long contexts are
   not starved by a stream of short ones; one queued ``max_wait_s`` or longer
@@ -64,6 +69,9 @@ from thunder.policies.thunder.placement import route_bound
 
 
 
+NEW_PLACEMENTS = ("most-free", "best-fit")
+
+
 @dataclass(frozen=True, slots=True)
 class DefaultThunderConfig:
     interval_s: float = option(2.0, "dt: seconds between periodic checks (read by the mechanism)")
@@ -82,6 +90,8 @@ class DefaultThunderConfig:
     eviction_weight: float = option(1.0, "pause cost grows by this factor per past eviction of the program")
     affinity_share: float = option(0.05, "restore onto the program's last backend if its room after placing is "
                                          "within this share of capacity of the best fit's (0: pure best fit)")
+    new_placement: str = option("most-free", "where a new program goes: " + " | ".join(NEW_PLACEMENTS)
+                                + " (returning programs: best fit with affinity)")
     aging_s: float = option(120.0, "a queued program's effective size is divided by 1 + wait / aging_s "
                                    "(math.inf: no aging)")
     max_wait_s: float = option(600.0, "a program queued this long goes first and room is made for it (s)")
@@ -111,6 +121,7 @@ class DefaultThunderConfig:
         require(self.group_weight >= 0, "group_weight must be >= 0")
         require(0 <= self.restore_headroom < 1, "restore_headroom must be in [0, 1)")
         require_choice("pause_rule", self.pause_rule, PAUSE_RULES)
+        require_choice("new_placement", self.new_placement, NEW_PLACEMENTS)
 
 
 class Ledger:
@@ -357,14 +368,17 @@ class DefaultThunderPolicy:
 
     def _place(self, ledgers: dict[BackendId, Ledger], program: Program) -> Ledger | None:
         """Best fit among backends with room, the program's last backend preferred when
-        it is nearly as good; a program that fits nowhere goes to an empty backend."""
+        it is nearly as good (a new program: the one with most room, by default); a
+        program that fits nowhere goes to an empty backend."""
         fits = [(ledger.room - self._need(ledger, program), ledger.backend_id, ledger)
                 for ledger in ledgers.values() if not ledger.closed and ledger.room >= self._need(ledger, program)]
         if not fits:
             empty = [ledger for ledger in ledgers.values() if not ledger.closed and not ledger.members]
             return empty[0] if empty else None
-        left, _, best = min(fits, key=lambda f: (f[0], f[1]))
         last = self._last_backend.get(program.program_id)
+        if last is None and self.config.new_placement == "most-free":
+            return max(fits, key=lambda f: (f[0], -f[1]))[2]  # ties: the lowest backend id
+        left, _, best = min(fits, key=lambda f: (f[0], f[1]))
         for room_left, backend_id, ledger in fits:
             if backend_id == last and room_left - left <= self.config.affinity_share * ledger.capacity_tokens:
                 return ledger
@@ -496,4 +510,4 @@ def _restore_class(program: Program) -> int:
     return 0 if program.phase is Phase.REASONING else 2
 
 
-__all__ = ["DefaultThunderConfig", "DefaultThunderPolicy", "PAUSE_RULES"]
+__all__ = ["DefaultThunderConfig", "DefaultThunderPolicy", "NEW_PLACEMENTS", "PAUSE_RULES"]
