@@ -137,6 +137,14 @@ class Proxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds the proxy process has used so far (user + system; Linux), else None."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def stop(self) -> dict[str, int]:
         """SIGTERM (the proxy exports on the way out); the decision counts."""
         if self.proc.poll() is None:

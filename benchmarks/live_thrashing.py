@@ -81,6 +81,7 @@ def arm(backends: list[str], policy: str | None, trace: list[TraceProgram], para
                               time_scale=time_scale, token_scale=1.0, seed=seed)
         result = asyncio.run(asyncio.wait_for(replay(trace, config), timeout=timeout_s))
     finally:
+        proxy_cpu_s = proxy.cpu_s() if proxy else None  # the proxy shares the engines' cores here
         decisions = proxy.stop() if proxy else {}
     time.sleep(1.0)  # vLLM's counters update in batches
     tables = build_tables(result.steps, result.programs, [], [])
@@ -93,7 +94,7 @@ def arm(backends: list[str], policy: str | None, trace: list[TraceProgram], para
                engine_preemptions=sum(metrics_value(b, "vllm:num_preemptions_total") for b in backends) - preempted,
                pauses=decisions.get("pause", 0), restores=decisions.get("restore", 0),
                migrations=decisions.get("migrate", 0), failures=len(result.failures),
-               synthetic_reply_steps=result.synthetic_reply_steps,
+               synthetic_reply_steps=result.synthetic_reply_steps, proxy_cpu_s=proxy_cpu_s,
                **(held_times(export) if proxy else {"mean_held_s": None, "max_held_s": None}))
     return out
 
@@ -138,18 +139,18 @@ def fmt(v: Any, spec: str) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| regime | vLLM servers | arm | steps | steps/min | KV hit rate | re-prefilled tokens | "
-             "vLLM preemptions | pauses | mean / max held s per program | wall s |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "vLLM preemptions | pauses | mean / max held s per program | proxy CPU s | wall s |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['regime']} | {r['servers']} | {r['arm']} | skipped: {r['skipped']} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
             continue
         held = ("-" if r["mean_held_s"] is None
                 else f"{r['mean_held_s']:.1f} / {r['max_held_s']:.1f}")
         lines.append(f"| {r['regime']} | {r['servers']} | {r['arm']} | {r['steps']} | {r['steps_per_min']:.0f} | "
                      f"{r['kv_hit_rate']:.3f} | {r['reprefilled_tokens']:,} | {r['engine_preemptions']:.0f} | "
-                     f"{r['pauses']} | {held} | {r['duration_s']:.0f} |")
+                     f"{r['pauses']} | {held} | {fmt(r.get('proxy_cpu_s'), '.1f')} | {r['duration_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -163,6 +164,7 @@ def main() -> int:
     parser.add_argument("--tool-cell-timeout-s", type=float, default=240.0, help="tool-bound replays")
     parser.add_argument("--no-dp", action="store_true", help="skip the two-server cells")
     parser.add_argument("--no-tool-bound", action="store_true", help="skip the tool-bound cells")
+    parser.add_argument("--no-single", action="store_true", help="skip the one-server cells (1 and 2)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every cell, interleaved")
     parser.add_argument("--policies", default="vllm,thunder,thunder-paper",
                         help="proxy arms, comma-separated (engine-bound cells; tool-bound and two-server cells "
@@ -196,8 +198,9 @@ def main() -> int:
             rows.append({**label, "skipped": f"over {timeout_s:.0f} s"})
             return
         rows.append({**label, **r})
+        cpu = "" if r["proxy_cpu_s"] is None else f" proxy CPU {r['proxy_cpu_s']:.1f} s"
         print(f"  {regime:>12} {len(backends)}x vLLM {label['arm']:>22}: {r['steps_per_min']:6.1f} steps/min "
-              f"hit {r['kv_hit_rate']:.3f} re-prefill {r['reprefilled_tokens']} pauses {r['pauses']} "
+              f"hit {r['kv_hit_rate']:.3f} re-prefill {r['reprefilled_tokens']} pauses {r['pauses']}{cpu} "
               f"({r['duration_s']:.0f} s, {time.perf_counter() - started:.0f} s in)", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="thunder-thrash-") as tmp:
@@ -210,10 +213,10 @@ def main() -> int:
         with VllmServer(configs[0]) as a:
             print(f"vLLM 1 up ({time.perf_counter() - started:.0f} s in)", file=sys.stderr)
             eb, tb = "engine-bound", "tool-bound"
-            for r in range(args.rounds):
+            for r in range(0 if args.no_single else args.rounds):
                 for policy in (None, *policies):
                     run(eb, [a.url], policy, args.time_scale, args.cell_timeout_s, r)
-            for r in range(0 if args.no_tool_bound else args.rounds):
+            for r in range(0 if args.no_tool_bound or args.no_single else args.rounds):
                 for policy in (None, *aware):
                     run(tb, [a.url], policy, args.tool_time_scale, args.tool_cell_timeout_s, r)
             if not args.no_dp and time.perf_counter() - started < args.budget_s - 60:
