@@ -39,21 +39,33 @@ CASES = {  # name: (label, parallel, replicas)
 
 
 def run_one(case: str, policy: str, programs: int) -> dict:
-    """One simulation in this process (the code is whatever ``thunder`` imports as)."""
+    """One simulation in this process (the code is whatever ``thunder`` imports as; a baseline
+    from before the package layout of docs/architecture.md has the old module names)."""
     from thunder.policies.registry import make_policy
-    from thunder.sim.presets import load_engine_spec
     from thunder.sim.run import SimConfig, simulate
+    try:
+        from thunder.sim.presets import load_engine_spec
+        from thunder.traces import load_trace
+        from thunder.traces.synth import synthesize
+    except ImportError:  # the layout before core/, traces/, results/
+        from thunder.sim.hardware import load_engine_spec  # type: ignore[no-redef]
+        from thunder.synth import synthesize  # type: ignore[no-redef]
+        from thunder.trace import load_trace  # type: ignore[no-redef]
 
     if case == "swebench":
-        from thunder.traces import load_trace
         trace = load_trace(REPO / "traces" / "swebench.jsonl").programs
     else:
-        from thunder.traces.synth import synthesize
         trace = tuple(synthesize("coding", programs, 0)[1])
     _, parallel, replicas = CASES[case]
     spec = load_engine_spec("paper-8xh100-glm46")
+    try:
+        chosen = make_policy(policy)
+    except ValueError:
+        if policy != "thunder-paper":
+            raise
+        chosen = make_policy("thunder")  # before the default policy landed, the paper's was called thunder
     wall, cpu = time.perf_counter(), time.process_time()
-    outcome = simulate(trace, make_policy(policy), spec, SimConfig(parallel=parallel, replicas=replicas))
+    outcome = simulate(trace, chosen, spec, SimConfig(parallel=parallel, replicas=replicas))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"wall_s": wall, "cpu_s": cpu, "steps": len(outcome.cluster.records.steps),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
