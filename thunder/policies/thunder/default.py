@@ -272,7 +272,10 @@ class DefaultThunderPolicy:
         reservation is a forecast, so it never makes a program bigger than a backend:
         alone it always fits."""
         private = self._private(program)
-        return private + min(self.reserve_tokens(program), max(0, capacity_tokens - program.context_tokens))
+        room = capacity_tokens - program.context_tokens
+        if room <= 0:
+            return private  # the reservation (never negative) is capped to nothing: skip the estimate
+        return private + min(self.reserve_tokens(program), room)
 
     def _count(self, ledger: Ledger, program: Program, now_s: float) -> None:
         ledger.members.append(program)
@@ -370,8 +373,12 @@ class DefaultThunderPolicy:
         """Best fit among backends with room, the program's last backend preferred when
         it is nearly as good (a new program: the one with most room, by default); a
         program that fits nowhere goes to an empty backend."""
-        fits = [(ledger.room - self._need(ledger, program), ledger.backend_id, ledger)
-                for ledger in ledgers.values() if not ledger.closed and ledger.room >= self._need(ledger, program)]
+        fits = []
+        for ledger in ledgers.values():
+            if not ledger.closed:
+                need = self._need(ledger, program)
+                if ledger.room >= need:
+                    fits.append((ledger.room - need, ledger.backend_id, ledger))
         if not fits:
             empty = [ledger for ledger in ledgers.values() if not ledger.closed and not ledger.members]
             return empty[0] if empty else None
