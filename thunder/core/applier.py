@@ -78,7 +78,7 @@ class DecisionApplier(ABC):
     policy: Policy
     programs: dict[ProgramId, Any]  # ProgramState of each world
     views: dict[ProgramId, Program]
-    control_steps: int = 0
+    control_steps: int  # each world counts its control steps from 0
     # Composed, not inherited: what else runs on each control step (see ``control``).
     # Each world's constructor makes its own lists.
     before_control: list[ControlHook]

@@ -63,11 +63,10 @@ from dataclasses import dataclass
 from thunder.core.options import option, require, require_choice
 from thunder.core.program import BackendId, Phase, Program, ProgramId, Status
 from thunder.core.view import ClusterView, Decision, Pause, Restore, Route, Trigger, TriggerKind
-from thunder.policies.thunder.estimates import OutputLengths, ToolDurations
+from thunder.policies.thunder.history import ProgramHistory
+from thunder.policies.thunder.ledger import Ledger
 from thunder.policies.thunder.pause_set import PAUSE_RULES, Candidate, choose_pauses
 from thunder.policies.thunder.placement import route_bound
-
-
 
 NEW_PLACEMENTS = ("most-free", "best-fit")
 
@@ -124,48 +123,6 @@ class DefaultThunderConfig:
         require_choice("new_placement", self.new_placement, NEW_PLACEMENTS)
 
 
-class Ledger:
-    """Counted demand of one backend in one step. ``check`` leaves out programs
-    marked for pause (they count as freed); ``resident`` keeps them (their request
-    still runs, so their memory is not free for restores yet)."""
-
-    __slots__ = ("backend_id", "capacity_tokens", "headroom_tokens", "check_tokens", "resident_tokens", "members",
-                 "_prefixes", "closed")
-
-    def __init__(self, backend_id: BackendId, capacity_tokens: int, headroom_tokens: float = 0.0) -> None:
-        self.backend_id = backend_id
-        self.capacity_tokens = capacity_tokens
-        self.headroom_tokens = headroom_tokens
-        self.check_tokens = 0.0
-        self.resident_tokens = 0.0
-        self.members: list[Program] = []
-        self._prefixes: dict[str, int] = {}
-        self.closed = False  # reserved for an aged program this step: nothing else is restored here
-
-    def prefix_cost(self, program: Program, shared_once: bool) -> tuple[str | None, int]:
-        """(prefix key counted once, or None; tokens that counting it here would add)."""
-        prefix = program.shared_prefix_id
-        if not shared_once or prefix is None or program.shared_prefix_tokens <= 0:
-            return None, 0
-        return prefix, 0 if self._prefixes.get(prefix) else program.shared_prefix_tokens
-
-    def hold_prefix(self, prefix: str | None, tokens: int) -> None:
-        if prefix is None:
-            return
-        self._prefixes[prefix] = self._prefixes.get(prefix, 0) + 1
-        self.check_tokens += tokens
-        self.resident_tokens += tokens
-
-    @property
-    def room(self) -> float:
-        """Tokens a restore may still take here (capacity less what is resident and the headroom)."""
-        return self.capacity_tokens - self.headroom_tokens - self.resident_tokens
-
-    def over(self) -> float:
-        """Tokens the check is over capacity by (<= 0: within)."""
-        return self.check_tokens - self.capacity_tokens
-
-
 class DefaultThunderPolicy:
     """Program-aware pause/restore with reservation, learned decay, aging and groups."""
 
@@ -179,22 +136,17 @@ class DefaultThunderPolicy:
     def __init__(self, config: DefaultThunderConfig = DefaultThunderConfig()) -> None:
         self.config = config
         self.checks_before_dispatch = config.check_first
-        self.outputs = OutputLengths(config.reserve_quantile, config.output_prior_tokens, config.min_samples)
-        self.growth = OutputLengths(config.reserve_quantile, config.growth_prior_tokens, config.min_samples)
-        self.tools = ToolDurations(config.return_horizon_s, config.min_samples)
-        self._context_after: dict[ProgramId, int] = {}  # context when its last request completed
+        self.history = ProgramHistory(config.reserve_quantile, config.output_prior_tokens,
+                                      config.growth_prior_tokens, config.min_samples, config.return_horizon_s)
+        # short names for the estimators the sizes read on every step
+        self.outputs, self.growth, self.tools = self.history.outputs, self.history.growth, self.history.tools
         self.evictions: dict[ProgramId, int] = {}
-        self._acting: dict[ProgramId, tuple[float, str | None]] = {}  # since, tool: for tool durations
-        self._restored_acting: set[ProgramId] = set()  # counted in full until their tool returns
         self._last_backend: dict[ProgramId, BackendId] = {}
-        self._group_of: dict[ProgramId, str] = {}
-        self._group_seen: dict[str, int] = {}
-        self._group_done: dict[str, int] = {}
 
     # -- the contract ----------------------------------------------------------------
 
     def route(self, view: ClusterView, program: Program) -> Route:
-        self._learn_return(view.now_s, program)
+        self.history.returned(view.now_s, program)
         return route_bound(view, program)
 
     def decide(self, view: ClusterView, trigger: Trigger) -> tuple[Decision, ...]:
@@ -219,8 +171,8 @@ class DefaultThunderPolicy:
             self._last_backend[program.program_id] = ledger.backend_id
             self._count(ledger, program, now_s)
         for program in view.programs.values():  # rollout groups, as the programs show them
-            if program.group_id is not None and program.program_id not in self._group_of:
-                self._join_group(program)
+            if program.group_id is not None and not self.history.in_group_books(program.program_id):
+                self.history.join_group(program)
         for ledger in ledgers.values():
             relief = self._relieve(ledger, now_s)
             if relief and not self.config.restore_after_relief:
@@ -248,7 +200,7 @@ class DefaultThunderPolicy:
 
     def acting_weight(self, program: Program, now_s: float) -> float:
         """How much of an acting program's context the check counts (1 for reasoning ones)."""
-        if program.phase is not Phase.ACTING or program.program_id in self._restored_acting:
+        if program.phase is not Phase.ACTING or program.program_id in self.history.restored_acting:
             return 1.0
         elapsed_s = max(0.0, now_s - program.phase_since_s)
         if self.config.tool_decay:
@@ -293,7 +245,7 @@ class DefaultThunderPolicy:
         config = self.config
         cost = float(program.context_tokens) ** 2
         cost *= 1.0 + config.eviction_weight * self.evictions.get(program.program_id, 0)
-        return cost * (1.0 + config.group_weight * self._group_progress(program.program_id))
+        return cost * (1.0 + config.group_weight * self.history.group_progress(program.program_id))
 
     def _relieve(self, ledger: Ledger, now_s: float) -> list[Pause]:
         """Pauses that bring one backend's check back within its capacity: acting
@@ -362,7 +314,7 @@ class DefaultThunderPolicy:
         the context shrunk by the wait (aging) and by the group's progress."""
         wait_s = max(0.0, now_s - _queued_since(program))
         size = self._full(program, 0) / (1.0 + wait_s / self.config.aging_s)  # the context alone
-        size /= 1.0 + self.config.group_weight * self._group_progress(program.program_id)
+        size /= 1.0 + self.config.group_weight * self.history.group_progress(program.program_id)
         return _restore_class(program), size, program.program_id
 
     def _need(self, ledger: Ledger, program: Program) -> float:
@@ -439,7 +391,7 @@ class DefaultThunderPolicy:
 
     def _admit(self, ledger: Ledger, program: Program, now_s: float) -> None:
         if program.phase is Phase.ACTING:
-            self._restored_acting.add(program.program_id)
+            self.history.restored_acting.add(program.program_id)
         prefix, prefix_tokens = ledger.prefix_cost(program, self.config.shared_prefix_once)
         ledger.hold_prefix(prefix, prefix_tokens)
         tokens = self._full(program, ledger.capacity_tokens)
@@ -449,61 +401,18 @@ class DefaultThunderPolicy:
 
     # -- learning from what the mechanism reports --------------------------------------
 
+
     def _learn(self, view: ClusterView, trigger: Trigger) -> None:
         program_id = trigger.program_id
         if program_id is None:
             return
         program = view.programs.get(program_id)
         if trigger.kind is TriggerKind.RELEASE or program is None:
-            self._forget(program_id)
+            self.history.forget(program_id)
+            self._last_backend.pop(program_id, None)
+            self.evictions.pop(program_id, None)
             return
-        if program.group_id is not None and program_id not in self._group_of:
-            self._join_group(program)
-        if trigger.kind is TriggerKind.REQUEST_DONE and program.phase is Phase.ACTING:
-            if program.last_output_tokens is not None:
-                self.outputs.observe(program_id, program.last_output_tokens)
-            self._acting[program_id] = (program.phase_since_s, program.tool)
-            self._context_after[program_id] = program.context_tokens
-        elif trigger.kind in (TriggerKind.TOOL_DONE, TriggerKind.ARRIVAL):
-            self._learn_return(view.now_s, program)
-
-    def _learn_return(self, now_s: float, program: Program) -> None:
-        """The program's tool returned (its next request is ready): learn how long it ran."""
-        if program.phase is not Phase.REASONING:
-            return
-        self._restored_acting.discard(program.program_id)
-        before = self._context_after.pop(program.program_id, None)
-        if before is not None and program.context_tokens >= before:  # not after a context reset
-            self.growth.observe(program.program_id, program.context_tokens - before)
-        started = self._acting.pop(program.program_id, None)
-        if started is not None:
-            since_s, tool = started
-            self.tools.observe(tool, max(0.0, now_s - since_s))
-
-    def _forget(self, program_id: ProgramId) -> None:
-        self._acting.pop(program_id, None)
-        self._restored_acting.discard(program_id)
-        self._last_backend.pop(program_id, None)
-        self.evictions.pop(program_id, None)
-        self.outputs.forget(program_id)
-        self.growth.forget(program_id)
-        self._context_after.pop(program_id, None)
-        group = self._group_of.pop(program_id, None)
-        if group is not None:
-            self._group_done[group] = self._group_done.get(group, 0) + 1
-
-    def _join_group(self, program: Program) -> None:
-        group = program.group_id
-        assert group is not None
-        self._group_of[program.program_id] = group
-        self._group_seen[group] = self._group_seen.get(group, 0) + 1
-
-    def _group_progress(self, program_id: ProgramId) -> float:
-        """Share of the program's rollout group already finished (0 without a group)."""
-        group = self._group_of.get(program_id)
-        if group is None:
-            return 0.0
-        return self._group_done.get(group, 0) / max(1, self._group_seen.get(group, 1))
+        self.history.observe(view.now_s, trigger.kind, program)
 
 
 def _queued_since(program: Program) -> float:
